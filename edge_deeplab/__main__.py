@@ -1,0 +1,3 @@
+from edge_deeplab.cli import main
+
+main()

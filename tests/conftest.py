@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the repository (CI and developers have it; a user's machine does not).
+SHARED = Path(os.environ.get("EDGE_DEEPLAB_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts) -> Path:
+    """A path under ../shared, or skip the test with the reason when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} is absent (tests that use real models / data need ../shared beside the repo)")
+    return p
+
+
+@pytest.fixture
+def shared():
+    return shared_path
