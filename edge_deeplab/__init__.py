@@ -20,6 +20,7 @@ _LAZY = {
     "save_model": "edge_deeplab.model.deeplab",
     "load_model": "edge_deeplab.model.deeplab",
     "model_complexity": "edge_deeplab.model.complexity",
+    "import_official": "edge_deeplab.importer",
     "get_preset": "edge_deeplab.presets",
     "list_presets": "edge_deeplab.presets",
 }

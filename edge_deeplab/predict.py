@@ -1,0 +1,118 @@
+"""Segment image files: a palette mask PNG and a blended overlay per image, optionally a JSON summary.
+
+An image that cannot be read or segmented is reported in one line and skipped; the rest are done.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_deeplab.errors import UserError
+from edge_deeplab.io_utils import atomic_path, write_json_atomic
+from edge_deeplab.visualize import (class_names, class_shares, draw_legend, legend_entries, overlay,
+                                   write_palette_png)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class PredictSummary:
+    done: list[Path] = field(default_factory=list)  # images segmented
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
+
+
+def collect_images(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files named by ``inputs`` (files, or folders scanned one level deep), and inputs that are missing."""
+    images, missing = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            images += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif item.is_file():
+            images.append(item)
+        else:
+            missing.append((str(item), "no such file or folder"))
+    return images, missing
+
+
+def read_image(path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"{path}: cannot read image (not an image file, or corrupt)")
+    return image
+
+
+def output_stems(images) -> list[str]:
+    """One output name per image: the file stem, with a number added where two stems collide."""
+    stems, used = [], set()
+    for path in images:
+        stem, n = path.stem, 0
+        while stem in used:
+            n += 1
+            stem = f"{path.stem}_{n}"
+        stems.append(stem)
+        used.add(stem)
+    return stems
+
+
+def predict_image(model, image_path, output_dir, stem=None, alpha=0.5, legend=True, write_json=False) -> dict:
+    """Segment one image file and write ``<stem>_mask.png``, ``<stem>_overlay.jpg`` (and ``<stem>.json``)."""
+    image = read_image(image_path)
+    result = model.segment(image)
+    output_dir, stem = Path(output_dir), stem or Path(image_path).stem
+    names = class_names(model.info.labels, model.info.num_classes)
+    mask_path, overlay_path = output_dir / f"{stem}_mask.png", output_dir / f"{stem}_overlay.jpg"
+
+    write_palette_png(mask_path, result.mask)
+    blended = overlay(image, result.mask, alpha)
+    if legend:
+        draw_legend(blended, legend_entries(result.mask, names))
+    with atomic_path(overlay_path) as tmp:
+        if not cv2.imwrite(str(tmp), blended):
+            raise UserError(f"{overlay_path}: cannot write image")
+
+    record = {
+        "image": str(image_path),
+        "mask": str(mask_path),
+        "overlay": str(overlay_path),
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "model": model.info.name,
+        "latency_ms": {"preprocess": round(result.preprocess_ms, 3), "invoke": round(result.invoke_ms, 3),
+                       "postprocess": round(result.postprocess_ms, 3), "total": round(result.latency_ms, 3)},
+        "classes": {names[c] if c < len(names) else str(c): round(share, 6)
+                    for c, share in class_shares(result.mask).items()},
+    }
+    if write_json:
+        write_json_atomic(output_dir / f"{stem}.json", record)
+    return record
+
+
+def predict_images(model, inputs, output_dir, alpha=0.5, legend=True, write_json=False, progress=True,
+                   report=None) -> PredictSummary:
+    """Segment every image named by ``inputs``; failures are reported through ``report(msg)`` and skipped."""
+    from tqdm import tqdm
+
+    report = report or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    images, missing = collect_images(inputs)
+    summary = PredictSummary(failed=list(missing))
+    for item, reason in missing:
+        report(f"error: {item}: {reason}")
+    bar = tqdm(list(zip(images, output_stems(images))), desc="predict", unit="image", file=sys.stderr,
+               disable=not progress)
+    for path, stem in bar:
+        try:
+            predict_image(model, path, output_dir, stem, alpha, legend, write_json)
+        except UserError as e:
+            message = str(e)
+        except (cv2.error, OSError, ValueError) as e:  # a bad file must not end the batch
+            message = f"{path}: {' '.join(str(e).split()) or type(e).__name__}"
+        else:
+            summary.done.append(path)
+            continue
+        summary.failed.append((str(path), message))
+        report(f"error: {message}")
+    return summary
