@@ -370,6 +370,8 @@ def command_line(ctx) -> str:
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset folder: measure mIOU beside latency.")
 @click.option("--format", "data_format", type=click.Choice(["pennfudan", "voc", "cityscapes"]),
               help="Format of the --data dataset.")
+@click.option("--subset", "data_subset", help="Score only this part of --data: start:stop[:step] of the sorted "
+                                              "images (e.g. held-out 1::2) or a .txt list of image names.")
 @click.option("--max-images", type=click.IntRange(min=1), help="Score only the first N images of --data.")
 @click.option("--class-map", "class_map", multiple=True, metavar="MODEL:DATASET",
               help="Map a model class to a dataset class (repeatable) [default for a VOC model on a person "
@@ -392,7 +394,7 @@ def command_line(ctx) -> str:
               help="Host: measure init time and peak memory of each model in a fresh process.")
 @click.pass_context
 def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, benchmark_binary, android_args, data,
-          data_format, max_images, class_map, default_class, sweep_spec, work_dir, report_prefix, json_path,
+          data_format, data_subset, max_images, class_map, default_class, sweep_spec, work_dir, report_prefix, json_path,
           csv_path, markdown_path, plot_path, title, memory):
     """Latency (and, with --data, mIOU) of .tflite models on this machine or an Android phone.
 
@@ -407,7 +409,7 @@ def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, bench
     if data:
         if not data_format:
             raise UserError("--data needs --format (pennfudan, voc or cityscapes)")
-        data_spec = DataSpec(data, data_format, max_images, parse_class_map(class_map), default_class)
+        data_spec = DataSpec(data, data_format, max_images, data_subset, parse_class_map(class_map), default_class)
     settings = dict(threads=parse_threads(threads), delegate=delegate, runs=runs, warmup=warmup,
                     baselines=baselines, data=data_spec, binary=benchmark_binary, android_args=android_args,
                     memory=memory)
@@ -469,7 +471,7 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @dataset_options
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, history, TensorBoard logs; training resumes from here if interrupted.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The trained model [RUN_DIR/model.keras].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The trained model [RUN_DIR/model.keras; QAT: RUN_DIR/model_qat.h5].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop-size", help="Training crop N or HxW [the model's input size].")
