@@ -471,7 +471,8 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @dataset_options
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, history, TensorBoard logs; training resumes from here if interrupted.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The trained model [RUN_DIR/model.keras; QAT: RUN_DIR/model_qat.h5].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The trained model [RUN_DIR/model.keras; QAT: RUN_DIR/model_qat.h5].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop-size", help="Training crop N or HxW [the model's input size].")

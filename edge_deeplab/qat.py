@@ -1,12 +1,32 @@
-"""Quantization-aware training stage (tfmot): make a DeepLab model fake-quantized.
+"""Quantization-aware training stage (tfmot): make a DeepLab model fake-quantized, save / load it, and
+check what the converter makes of it.
 
 tfmot's registry knows every layer the builder uses except BilinearResize (our corner-aligned resize);
 it is annotated here with an output-only 8-bit config, like the one tfmot uses for its own resizes.
+QAT fine-tuning itself is train.train(..., TrainConfig(qat=True)).
+
+QAT models are saved as .h5: tfmot 0.8.1's QuantizeLayer does not load back from the .keras format under
+tf_keras 2.21 (it creates its variables twice and the weights no longer match).
 """
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from edge_deeplab.config import DeepLabConfig
+from edge_deeplab.errors import UserError
+from edge_deeplab.io_utils import atomic_path
+from edge_deeplab.model.deeplab import load_model
 from edge_deeplab.model.layers import CUSTOM_OBJECTS, BilinearResize
+
+# The input quantization the converter derives from a trained QAT model: DeepLab inputs span [-1, 1],
+# so about 2 / 255. A model whose input quantizer never saw data gets ~4e-9 (ENGINEERING_NOTES).
+EXPECTED_INPUT_SCALE = 2 / 255
+CONFIG_ATTR = "edge_deeplab_config"  # the DeepLabConfig, as JSON, in the .h5 file's attributes
 
 quant_keras = tfmot.quantization.keras
 
@@ -61,3 +81,91 @@ def quantize_deeplab(model: keras.Model) -> keras.Model:
     if config is not None:
         qat_model.deeplab_config = config
     return qat_model
+
+
+def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, batches) -> int:
+    """Start the activation ranges of a fresh QAT model at what ``float_model`` (the model it was made
+    from) produces on ``batches`` of normalized images. Returns the number of ranges set.
+
+    tfmot starts every moving-average range at [-6, 6] and moves it with decay 0.999, so a short QAT
+    fine-tuning keeps clipping wider tensors: logits clipped at 6 tie, and the arg-max falls to class 0.
+    """
+    targets = {}  # float layer name -> (min variable, max variable)
+    for layer in qat_model.layers:
+        if isinstance(layer, quant_keras.QuantizeWrapper):
+            ranges = [w for w in layer.non_trainable_weights if w.name.endswith(("output_min:0", "activation_min:0"))]
+            for low in ranges:
+                high = next(w for w in layer.non_trainable_weights if w.name == low.name.replace("_min:", "_max:"))
+                targets[layer.layer.name] = (low, high)
+        elif type(layer).__name__ == "QuantizeLayer":  # the input quantizer: the input's range
+            low, high = (next(w for w in layer.weights if w.name.endswith(f"_{end}:0")) for end in ("min", "max"))
+            targets[float_model.layers[0].name] = (low, high)
+    names = list(targets)
+    probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in names])
+    lows, highs = np.full(len(names), np.inf), np.full(len(names), -np.inf)
+    for images in batches:
+        for i, out in enumerate(probe(images, training=False)):
+            lows[i] = min(lows[i], float(tf.reduce_min(out)))
+            highs[i] = max(highs[i], float(tf.reduce_max(out)))
+    for name, low, high in zip(names, lows, highs):
+        low = min(low, 0.0)  # a range must hold 0 (as tfmot's nudging assumes), and not be empty
+        targets[name][0].assign(low)
+        targets[name][1].assign(max(high, low + 1e-3))
+    return len(names)
+
+
+def is_qat_model(model: keras.Model) -> bool:
+    return any(isinstance(layer, quant_keras.QuantizeWrapper) for layer in model.layers)
+
+
+def save_qat_model(model: keras.Model, path) -> Path:
+    """Save a QAT model (atomically) as .h5, with its DeepLab config."""
+    path = Path(path)
+    if path.suffix != ".h5":
+        raise UserError(f"{path}: QAT models are saved as .h5 files (tfmot's layers do not load back from .keras)")
+    with atomic_path(path) as tmp:
+        model.save(tmp, save_format="h5")
+        config = getattr(model, "deeplab_config", None)
+        if config is not None:
+            with h5py.File(tmp, "a") as f:
+                f.attrs[CONFIG_ATTR] = config.to_json()
+    return path
+
+
+def load_any_model(path) -> keras.Model:
+    """Load a float (.keras) or QAT (.h5) DeepLab model (QAT models need tfmot's classes in scope)."""
+    with quantize_scope():
+        model = load_model(path)
+    if getattr(model, "deeplab_config", None) is None and Path(path).suffix == ".h5":
+        with h5py.File(path, "r") as f:
+            if CONFIG_ATTR in f.attrs:
+                model.deeplab_config = DeepLabConfig.from_dict(json.loads(f.attrs[CONFIG_ATTR]))
+    return model
+
+
+def int8_tflite(qat_model: keras.Model, io_type=tf.uint8) -> bytes:
+    """A full-integer .tflite of a trained QAT model (no calibration data: the ranges are learnt),
+    with ``io_type`` (tf.uint8, tf.int8 or tf.float32) input and output."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # No target_spec.supported_ops = [TFLITE_BUILTINS_INT8]: TF 2.21 validates that setting once with no
+    # graph (its conversion metrics), misses the fake-quant ops and demands a representative dataset.
+    # The fake-quant ranges make the model full integer anyway (tests/test_qat.py checks it).
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    content = converter.convert()
+    check_input_scale(content)
+    return content
+
+
+def check_input_scale(tflite_content: bytes, source="model") -> float:
+    """The input scale of a quantized .tflite; UserError when it is far from what [-1, 1] inputs give
+    (the sign of a QAT model whose quantizers were never trained)."""
+    from edge_deeplab.runtime import make_interpreter
+
+    details = make_interpreter(tflite_content, num_threads=1, source=source).get_input_details()[0]
+    scale = float(details["quantization"][0])
+    if details["dtype"] != np.float32 and not EXPECTED_INPUT_SCALE / 4 < scale < EXPECTED_INPUT_SCALE * 4:
+        raise UserError(f"{source}: input scale {scale:.3g} is not near {EXPECTED_INPUT_SCALE:.4f} (inputs in "
+                        "[-1, 1]); was the QAT model trained? Fine-tune it with `edge-deeplab train --qat` first")
+    return scale

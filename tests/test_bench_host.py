@@ -1,14 +1,12 @@
 """Host timing of `edge-deeplab bench`: real LiteRT runs (tiny counts), interleaving, no TensorFlow."""
 import json
-import subprocess
-import sys
-import textwrap
 
 import cv2
 import numpy as np
 import pytest
 
 import tiny_tflite
+from test_no_tensorflow import run_without_tensorflow
 from edge_deeplab.bench import host
 from edge_deeplab.cli import main
 from edge_deeplab.errors import UserError
@@ -93,21 +91,7 @@ def test_miou_beside_latency_on_penn_fudan(shared, tmp_path, capsys):
     assert "IoU person" in md and "(pennfudan, subset 1::60)" in md and "--subset 1::60" in md
 
 
-HEAVY = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization")
-SCRIPT = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    HEAVY = {heavy!r}
-    attempts = []
-
-    class BlockHeavy(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in HEAVY:
-                attempts.append(name)
-                raise ImportError("blocked by the test: " + name)
-            return None
-
-    sys.meta_path.insert(0, BlockHeavy())
+BENCH_BODY = """
     from edge_deeplab.cli import main
     try:
         main(["bench", {model!r}, "--runs", "2", "--warmup", "1", "--threads", "1", "--data", {data!r},
@@ -115,9 +99,7 @@ SCRIPT = textwrap.dedent("""
               "--report", {prefix!r}])
     except SystemExit as e:
         assert not e.code, e.code
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
-    print(json.dumps({{"attempts": attempts, "loaded": loaded}}))
-""")
+"""
 
 
 def test_bench_of_tflite_files_never_imports_tensorflow(tmp_path):
@@ -130,10 +112,8 @@ def test_bench_of_tflite_files_never_imports_tensorflow(tmp_path):
     cv2.imwrite(str(data / "PNGImages" / "a.png"), image)
     cv2.imwrite(str(data / "PedMasks" / "a_mask.png"), (tiny_tflite.red_blue_labels(24, 32) > 0).astype(np.uint8))
     prefix = tmp_path / "out" / "r"
-    script = SCRIPT.format(heavy=HEAVY, model=str(model), data=str(data), prefix=str(prefix))
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"attempts": [], "loaded": []}
+    _, report = run_without_tensorflow(BENCH_BODY.format(model=str(model), data=str(data), prefix=str(prefix)))
+    assert report == {"attempts": [], "loaded": []}
     (r,) = json.loads(prefix.with_suffix(".json").read_text())["results"]
     assert r["miou"] == pytest.approx(1.0)  # the tiny model's classes are exactly the mask's halves
     assert prefix.with_suffix(".png").is_file() and prefix.with_suffix(".csv").is_file()

@@ -13,7 +13,7 @@ import tiny_tflite
 
 HEAVY = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization")
 
-SCRIPT = textwrap.dedent("""
+PRELUDE = textwrap.dedent("""
     import importlib.abc, json, sys
 
     HEAVY = {heavy!r}
@@ -28,6 +28,25 @@ SCRIPT = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, BlockHeavy())
+""")
+EPILOGUE = textwrap.dedent("""
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
+    print(json.dumps({"attempts": attempts, "loaded": loaded}))
+""")
+
+
+def run_without_tensorflow(body: str, timeout=300):
+    """Run ``body`` in a fresh interpreter where TensorFlow and Keras cannot be imported.
+
+    Returns (completed process, {"attempts": [...], "loaded": [...]}) where both lists should be empty.
+    """
+    script = PRELUDE.format(heavy=HEAVY) + textwrap.dedent(body) + EPILOGUE
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr
+    return run, json.loads(run.stdout.strip().splitlines()[-1])
+
+
+BODY = """
     import edge_deeplab.runtime, edge_deeplab.tflite_metadata, edge_deeplab.visualize
     import edge_deeplab.predict, edge_deeplab.video
     from edge_deeplab.cli import main
@@ -37,9 +56,7 @@ SCRIPT = textwrap.dedent("""
           "--output", {out!r} + "/v.mp4"])
     main(["eval", {model!r}, "--threads", "1", "--data", {data!r}, "--format", "folder", "--data-classes", "3",
           "--no-progress"])
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
-    print(json.dumps({{"attempts": attempts, "loaded": loaded}}))
-""")
+"""
 
 
 def test_predict_webcam_and_tflite_eval_never_import_tensorflow(tmp_path):
@@ -56,11 +73,8 @@ def test_predict_webcam_and_tflite_eval_never_import_tensorflow(tmp_path):
         writer.write(frame)
     writer.release()
 
-    script = SCRIPT.format(heavy=HEAVY, model=str(model), image=str(image), video=str(video), out=str(out),
-                           data=str(data))
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    run, report = run_without_tensorflow(BODY.format(model=str(model), image=str(image), video=str(video),
+                                                     out=str(out), data=str(data)))
     assert report == {"attempts": [], "loaded": []}
     assert (out / "in_mask.png").exists() and (out / "in.json").exists() and (out / "v.mp4").exists()
     assert "miou" in run.stdout.lower()

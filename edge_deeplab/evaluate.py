@@ -1,0 +1,149 @@
+"""Evaluation: streaming confusion-matrix mIOU and per-class IoU of a Keras or .tflite model.
+
+A model becomes a Predictor (RGB uint8 image -> HxW class ids at the image's size) and one loop scores
+any predictor. Both kinds of model see an image the same way: fitted into the model input by
+runtime.Placement (letterbox or stretch), DeepLab-normalized, arg-maxed on the image's region of the
+output and resized (nearest) to the image. The .tflite path uses edge_deeplab.runtime only and never
+imports TensorFlow; the Keras path imports it when asked for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
+from edge_deeplab.errors import UserError
+from edge_deeplab.metrics import ConfusionMatrix
+from edge_deeplab.runtime import Placement
+
+
+@dataclasses.dataclass
+class Predictor:
+    predict: Callable[[np.ndarray], np.ndarray]  # RGB uint8 HxWx3 -> HxW class ids (model classes)
+    num_classes: int
+    name: str
+
+
+@dataclasses.dataclass
+class EvalResult:
+    model: str
+    dataset: str
+    class_names: list
+    matrix: ConfusionMatrix
+    images: int
+    skipped: list  # (image path, reason)
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "dataset": self.dataset, "images": self.images,
+                **self.matrix.to_dict(self.class_names), "confusion_matrix": self.matrix.matrix.tolist(),
+                "skipped": len(self.skipped),
+                "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped],
+                "seconds": round(self.seconds, 2)}
+
+    def table(self) -> str:
+        width = max(len(n) for n in self.class_names)
+        lines = [f"{name:{width}s}  {'-' if np.isnan(v) else f'{100 * v:6.2f}'}"
+                 for name, v in zip(self.class_names, self.matrix.iou())]
+        lines.append(f"{'mIOU':{width}s}  {100 * self.matrix.miou():6.2f}")
+        lines.append(f"{self.images} images of {self.dataset} ({len(self.skipped)} skipped), "
+                     f"pixel accuracy {100 * self.matrix.pixel_accuracy():.2f}%, {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def tflite_predictor(path, num_threads=None, resize="letterbox", delegate="xnnpack") -> Predictor:
+    """A .tflite model run by edge_deeplab.runtime (no TensorFlow)."""
+    from edge_deeplab.runtime import SegmentationModel
+
+    model = SegmentationModel(path, num_threads=num_threads, resize=resize, delegate=delegate)
+    if not model.info.num_classes:
+        raise UserError(f"{path}: the number of classes of this label-output model is unknown")
+    return Predictor(lambda rgb: model.predict_labels(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)),
+                     model.info.num_classes, Path(path).name)
+
+
+def keras_predictor(model, output_stride=None, resize="letterbox") -> Predictor:
+    """A Keras DeepLab model (a model, or the path of a float or QAT .keras file); ``output_stride``
+    rebuilds a float model at another output stride (same weights)."""
+    import tensorflow as tf
+
+    from edge_deeplab.model.deeplab import rebuild
+
+    if not hasattr(model, "predict"):
+        from edge_deeplab.qat import load_any_model
+
+        model = load_any_model(model)
+    if output_stride:
+        from edge_deeplab.qat import is_qat_model
+
+        if is_qat_model(model):
+            raise UserError("the output stride of a quantization-aware (QAT) model cannot be changed")
+        model = rebuild(model, output_stride=int(output_stride))
+    _, H, W, _ = model.input_shape
+    buffer = np.zeros((1, H, W, 3), np.float32)  # normalized 0 is the mean pixel: the letterbox padding
+    run = tf.function(lambda x: model(x, training=False))
+
+    def predict(rgb):
+        p = Placement.fit(rgb.shape[:2], (H, W), resize)
+        buffer.fill(0)
+        fitted = rgb if (p.height, p.width) == rgb.shape[:2] else cv2.resize(rgb, (p.width, p.height),
+                                                                             interpolation=cv2.INTER_LINEAR)
+        buffer[0, p.top:p.top + p.height, p.left:p.left + p.width] = fitted / np.float32(127.5) - 1
+        logits = run(tf.constant(buffer))[0].numpy()
+        labels = logits[p.top:p.top + p.height, p.left:p.left + p.width].argmax(-1).astype(np.uint8)
+        return cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+    return Predictor(predict, int(model.output_shape[-1]), model.name)
+
+
+def open_predictor(path, num_threads=None, resize="letterbox", output_stride=None) -> Predictor:
+    """A predictor for a .tflite (runtime, no TensorFlow) or a .keras / .h5 model (TensorFlow)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    if path.suffix == ".tflite":
+        if output_stride:
+            raise UserError(f"{path}: a .tflite model's output stride is fixed; --output-stride is for Keras models")
+        return tflite_predictor(path, num_threads=num_threads, resize=resize)
+    return keras_predictor(path, output_stride=output_stride, resize=resize)
+
+
+def prediction_lut(num_model_classes, num_dataset_classes, class_map=None, default_class=None) -> np.ndarray:
+    """Model class id -> dataset class id. Without a map the two must have the same classes."""
+    if not class_map and default_class is None:
+        if num_model_classes != num_dataset_classes:
+            raise UserError(f"the model has {num_model_classes} classes and the dataset {num_dataset_classes}: "
+                            "map them with a class map (e.g. --class-map 15:1 --default-class 0)")
+    lut = class_map_lut(class_map or {}, num_model_classes, default_class)
+    bad = [i for i in range(num_model_classes) if lut[i] >= num_dataset_classes]
+    if bad:
+        raise UserError(f"model classes {bad[:8]} map to no class of the {num_dataset_classes}-class dataset "
+                        "(add them to the class map or give a default class)")
+    return lut.astype(np.uint8)
+
+
+def evaluate(predictor: Predictor, dataset: SegmentationDataset, class_map=None, default_class=None,
+             progress=True) -> EvalResult:
+    """Score ``predictor`` on ``dataset``. ``class_map`` {model class: dataset class} and ``default_class``
+    (for model classes not in the map) translate predictions into the dataset's classes."""
+    lut = prediction_lut(predictor.num_classes, dataset.num_classes, class_map, default_class)
+    matrix = ConfusionMatrix(dataset.num_classes, IGNORE_LABEL)
+    dataset.skipped.clear()
+    started, images = time.perf_counter(), 0
+    for sample in tqdm(dataset, total=len(dataset), desc="eval", unit="img", disable=not progress, leave=False):
+        labels = predictor.predict(sample.image)
+        if labels.max(initial=0) >= predictor.num_classes:
+            raise UserError(f"{predictor.name} predicted class {int(labels.max())} but has "
+                            f"{predictor.num_classes} classes")
+        matrix.update(lut[labels], sample.label)
+        images += 1
+    if not images:
+        raise UserError(f"{dataset.name}: no image could be evaluated ({len(dataset.skipped)} skipped as bad)")
+    return EvalResult(predictor.name, dataset.name, list(dataset.class_names), matrix, images,
+                      list(dataset.skipped), time.perf_counter() - started)
