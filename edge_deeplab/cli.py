@@ -540,17 +540,23 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
 
 def initial_model(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp,
                   decoder, weights, qat):
-    """The model `train` starts from: --init (with a new head for another --num-classes) or a new build."""
-    from edge_deeplab.model.deeplab import build_deeplab, load_model
-    from edge_deeplab.train import with_classes
+    """The model `train` starts from: --init (its head changed by --num-classes / --decoder) or a new build."""
+    from edge_deeplab.model.deeplab import adapt, build_deeplab, load_model
 
     if init_model:
-        if any(v is not None for v in (preset, backbone, depth_multiplier, output_stride, input_size, aspp, decoder)):
-            raise UserError("with --init the architecture is the model's; only --num-classes may change it")
+        if any(v is not None for v in (preset, backbone, depth_multiplier, output_stride, input_size, aspp)):
+            raise UserError("with --init the architecture is the model's; only --num-classes and --decoder may "
+                            "change it")
         model = load_model(init_model)
         if not hasattr(model, "deeplab_config"):
             raise UserError(f"{init_model}: not an edge-deeplab model (no DeepLab config; built or imported?)")
-        return with_classes(model, num_classes) if num_classes else model
+        changes = {k: v for k, v in (("num_classes", num_classes), ("decoder", decoder)) if v is not None}
+        if changes and any(getattr(model.deeplab_config, k) != v for k, v in changes.items()):
+            if qat:
+                raise UserError("--qat keeps the float model's architecture: train the new head first")
+            model, fresh = adapt(model, **changes)
+            click.echo(f"starting from {init_model}; new layers: {', '.join(fresh)}", err=True)
+        return model
     if qat:
         raise UserError("--qat fine-tunes a trained float model: pass it with --init")
     config = config_from_options(preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp,
@@ -600,13 +606,17 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
                    "class ids.")
 @click.option("--argmax-stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="labels: take the argmax at 1/N of the input resolution, then upsample the class ids "
-                   "(nearest). 4 is as accurate and much faster at 513 (benchmarks/convert_speed.md).")
+                   "(nearest): less head time; at 513 N=2 costs <0.1 and N=4 ~0.4 points of person IoU "
+                   "(benchmarks/convert_speed.md).")
 @click.option("--calibration", type=click.Path(file_okay=False),
               help="Folder of images for int8 post-training quantization (not needed for a QAT model).")
 @click.option("--num-calibration", type=click.IntRange(min=1), default=100, show_default=True,
               help="At most this many calibration images (spread over the folder).")
 @click.option("--synthetic-calibration", is_flag=True,
               help="Calibrate int8 on synthetic images: for speed measurements only, the accuracy suffers.")
+@click.option("--float-stem", is_flag=True,
+              help="int8 with the 3-channel stem conv left in float32 (needs --io float): faster on x86 CPUs "
+                   "without VNNI, where int8 kernels pad its 3 input channels to 8.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
               help="Class names, one per line, for the metadata [PASCAL VOC for 21 classes, else class_<i>].")
 @click.option("--samples", type=click.Path(file_okay=False),
@@ -620,7 +630,8 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
               help="Interpreter threads for the checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration, num_calibration,
-            synthetic_calibration, labels_file, samples, num_samples, name, model_version, metadata, threads, as_json):
+            synthetic_calibration, float_stem, labels_file, samples, num_samples, name, model_version, metadata,
+            threads, as_json):
     """Convert a Keras DeepLab MODEL (.keras / .h5: built, imported, trained or QAT; or a preset name) to TFLite.
 
     Prints and saves a report: ops, size, I/O quantization, GPU / XNNPACK / NNAPI compatibility and the
@@ -633,7 +644,7 @@ def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration
 
     options = ConvertOptions(
         quantize=quantize, io=io_type, output=head, argmax_stride=argmax_stride, calibration=calibration,
-        num_calibration=num_calibration, synthetic_calibration=synthetic_calibration,
+        num_calibration=num_calibration, synthetic_calibration=synthetic_calibration, float_stem=float_stem,
         labels=_read_labels_file(labels_file) if labels_file else None, name=name, version=model_version,
         metadata=metadata, samples=samples, num_samples=num_samples, num_threads=threads)
     result = convert_model(model, out_path, options)

@@ -105,18 +105,6 @@ def make_strategy(name: str = "default", tpu: str | None = None) -> tf.distribut
     raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
-def with_classes(model: keras.Model, num_classes: int) -> keras.Model:
-    """``model`` with a new ``num_classes`` logits layer (freshly initialized); every other weight kept."""
-    config = model_config(model)
-    if config.num_classes == num_classes:
-        return model
-    new = build_deeplab(config.replace(num_classes=num_classes))
-    for layer in new.layers:
-        if layer.weights and layer.name != "logits":
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    return new
-
-
 def variant(model: keras.Model, config: DeepLabConfig, free_batch=False) -> keras.Model:
     """``model``'s weights in a float model built from ``config`` (another size or output stride).
 

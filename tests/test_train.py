@@ -13,8 +13,8 @@ from edge_deeplab.config import DeepLabConfig  # noqa: E402
 from edge_deeplab.datasets import open_dataset  # noqa: E402
 from edge_deeplab.errors import UserError  # noqa: E402
 from edge_deeplab.evaluate import evaluate, keras_predictor  # noqa: E402
-from edge_deeplab.model.deeplab import build_deeplab, load_model, save_model  # noqa: E402
-from edge_deeplab.train import TrainConfig, train, with_classes  # noqa: E402
+from edge_deeplab.model.deeplab import adapt, build_deeplab, load_model, save_model  # noqa: E402
+from edge_deeplab.train import TrainConfig, train  # noqa: E402
 
 SIZE = 33
 # no augmentation, no dropout: a run is a deterministic function of its data order
@@ -145,9 +145,14 @@ def test_mirrored_strategy_trains(setup, tmp_path):
     assert (tmp_path / "mirrored" / "model.keras").exists()
 
 
-def test_with_classes_keeps_the_body_and_replaces_the_head(setup):
+def test_adapt_keeps_the_body_and_replaces_the_head(setup):
     root, _ = setup
     init = load_model(root / "init.keras")
-    five = with_classes(init, 5)
+    five, fresh = adapt(init, num_classes=5)
+    assert fresh == ["logits"]
     assert five.output_shape[-1] == 5 and five.deeplab_config.num_classes == 5
     np.testing.assert_array_equal(five.get_layer("aspp0").get_weights()[0], init.get_layer("aspp0").get_weights()[0])
+    # adding the decoder keeps every trained layer, logits included (same 256 input channels)
+    with_decoder, fresh = adapt(init, decoder=True)
+    assert with_decoder.deeplab_config.decoder and "logits" not in fresh
+    assert "feature_projection0" in fresh and not any(name.startswith("block_") for name in fresh)

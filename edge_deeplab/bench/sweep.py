@@ -257,7 +257,7 @@ class Sources:
 
     def model_for(self, variant: Variant):
         """(Keras model of the variant, note); the note says what is untrained (latency only)."""
-        from edge_deeplab.model.deeplab import build_deeplab, model_config, rebuild
+        from edge_deeplab.model.deeplab import adapt, model_config, rebuild
 
         name = self.spec.decoder_source if variant.decoder and self.spec.decoder_source else self.spec.source
         base, trained = self.load(name)
@@ -266,28 +266,11 @@ class Sources:
             model = rebuild(base, output_stride=variant.output_stride, input_size=variant.size)
             note = "" if trained else "untrained weights: latency only"
         else:
-            model = build_deeplab(config.replace(decoder=variant.decoder, output_stride=variant.output_stride,
-                                                 input_size=variant.size, name=""))
-            missing = _copy_weights_by_name(base, model)
+            model, missing = adapt(base, decoder=variant.decoder, output_stride=variant.output_stride,
+                                   input_size=variant.size, name="")
             part = "decoder" if variant.decoder else "layers"
             note = f"untrained {part} ({len(missing)} layers): latency only" if missing else ""
         return model, note
-
-
-def _copy_weights_by_name(source, target) -> list[str]:
-    """Copy every layer's weights that ``source`` has under the same name and shapes; returns the names
-    of the target's layers left untrained."""
-    have = {layer.name: layer for layer in source.layers}
-    missing = []
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        src = have.get(layer.name)
-        if src is not None and [w.shape for w in src.weights] == [w.shape for w in layer.weights]:
-            layer.set_weights(src.get_weights())
-        else:
-            missing.append(layer.name)
-    return missing
 
 
 def convert_variant(model, path: Path, quant: str, calibration: Path | None, calibration_images: int):

@@ -73,6 +73,34 @@ def rebuild(model: keras.Model, **changes) -> keras.Model:
     return new
 
 
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> list:
+    """Copy into ``target`` every layer's weights that ``source`` has under the same name and shapes.
+
+    Returns the names of the target's layers left as built (e.g. a new decoder, or logits for another
+    number of classes).
+    """
+    have = {layer.name: layer for layer in source.layers}
+    fresh = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        src = have.get(layer.name)
+        if src is not None and [w.shape for w in src.weights] == [w.shape for w in layer.weights]:
+            layer.set_weights(src.get_weights())
+        else:
+            fresh.append(layer.name)
+    return fresh
+
+
+def adapt(model: keras.Model, **changes) -> tuple:
+    """``model``'s weights in another head: e.g. ``adapt(model, num_classes=2, decoder=True)``.
+
+    Returns (new model, names of the layers that start untrained).
+    """
+    new = build_deeplab(model_config(model).replace(**changes))
+    return new, copy_weights_by_name(model, new)
+
+
 def model_config(model: keras.Model) -> DeepLabConfig:
     config = getattr(model, "deeplab_config", None)
     if config is None:
