@@ -2,8 +2,9 @@
 
 1. The official MobileNetV2 depth-1.0, output stride 16, 513 weights are imported from
    ``deeplabv3_mnv2_pascal_quant.tflite`` (edge_deeplab.importer) and converted in several ways
-   (float32 / fp16 / dynamic / int8, logits or labels heads, argmax strides). int8 is calibrated on
-   100 frames of the shared video, so the Penn-Fudan photos it is scored on stay unseen.
+   (float32 / fp16 / dynamic / int8 / int8 with a float stem conv, logits or labels heads, argmax
+   strides). int8 is calibrated on 100 frames of the shared video, so the Penn-Fudan photos it is
+   scored on stay unseen.
 2. Person IoU of every model on the 119 Penn-Fudan photos (VOC person -> 1, every other class -> 0;
    letterbox, as ``edge-deeplab eval`` does it).
 3. Latency on this machine: all models loaded side by side and timed invoke by invoke in turn
@@ -64,8 +65,9 @@ VARIANTS = {
     "int8-floatstem-labels-s4": {"quantize": "int8", "float_stem": True, "output": "labels", "argmax_stride": 4},
 }
 # (ours, float32 reference with the same head) pairs for the int8 / fp16 vs float32 comparison
-SAME_HEAD = [("int8-logits-uint8io", "float32-logits"), ("int8-logits-int8io", "float32-logits"), ("int8-labels", "float32-labels"),
-             ("int8-labels-s2", "float32-labels-s2"), ("int8-labels-s4", "float32-labels-s4"), ("fp16-labels-s4", "float32-labels-s4"),
+SAME_HEAD = [("int8-logits-uint8io", "float32-logits"), ("int8-logits-int8io", "float32-logits"),
+             ("int8-labels", "float32-labels"), ("int8-labels-s2", "float32-labels-s2"),
+             ("int8-labels-s4", "float32-labels-s4"), ("fp16-labels-s4", "float32-labels-s4"),
              ("dynamic-labels-s4", "float32-labels-s4"), ("int8-floatstem-logits", "float32-logits"),
              ("int8-floatstem-labels", "float32-labels"), ("int8-floatstem-labels-s2", "float32-labels-s2"),
              ("int8-floatstem-labels-s4", "float32-labels-s4")]
@@ -241,17 +243,19 @@ def markdown(command, machine, rows, profiles, checks) -> str:
         ref = f"{r['vs_float32']:.2f}" if r.get("vs_float32") else ""
         ref1 = f"{r['vs_float32_1_thread']:.2f}" if r.get("vs_float32_1_thread") else ""
         lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {r['output']} | {100 * r['iou']:.2f} | "
-                     f"{r['median_ms']:.1f} | {r['vs_official']:.2f} | {ref} | {r['median_ms_1_thread']:.1f} | {ref1} |")
+                     f"{r['median_ms']:.1f} | {r['vs_official']:.2f} | {ref} | {r['median_ms_1_thread']:.1f} | "
+                     f"{ref1} |")
     lines += ["", "## Acceptance", ""]
     lines += [f"- {c}" for c in checks]
     if profiles:
         names = list(profiles)
         lines += ["", "## Where the time goes: op profile (perf samples, 1 thread)", "",
                   "CPU ms per invoke by op kind: perf samples of a process that only invokes the model, the XNNPACK / "
-                  "TFLite kernels sampled mapped to the op they run (median of 5 profiles taken in turn; run to run the "
-                  "1x1 convolutions vary by a few ms).", "",
+                  "TFLite kernels sampled mapped to the op they run (median of 5 profiles taken in turn; run to run "
+                  "the 1x1 convolutions vary by a few ms).", "",
                   "| op | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        kinds = sorted({k for p in profiles.values() for k in p}, key=lambda k: -max(p.get(k, 0) for p in profiles.values()))
+        kinds = sorted({k for p in profiles.values() for k in p},
+                       key=lambda k: -max(p.get(k, 0) for p in profiles.values()))
         lines.append("| **total** | " + " | ".join(f"**{sum(profiles[n].values()):.1f}**" for n in names) + " |")
         for kind in kinds:
             lines.append(f"| {kind} | " + " | ".join(f"{profiles[n].get(kind, 0.0):.2f}" for n in names) + " |")
@@ -338,7 +342,8 @@ def acceptance(by_name, paths) -> list:
     from edge_deeplab.tflite_report import Graph
 
     checks = []
-    s2b = [n for n, p in paths.items() if {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(Graph(p.read_bytes()).op_counts())]
+    s2b = [n for n, p in paths.items()
+           if {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(Graph(p.read_bytes()).op_counts())]
     checks.append(f"SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND in an export: {', '.join(s2b) if s2b else 'none'}.")
     int8 = [n for n in paths if VARIANTS[n].get("quantize") == "int8"]
     for name in int8:

@@ -376,7 +376,7 @@ def format_report(report: dict) -> str:
     lines.append("  GPU delegate: " + ("compatible" if gpu["compatible"] else
                                        "; ".join(gpu["warnings"]) or "not reported compatible"))
     x = report["xnnpack"]
-    off = "; ".join(f"{f['op']} x{f['count']} ({f['reason']})" for f in x["fallback"]) or "none"
+    off = "; ".join(f"{f['op']} {f['types']} x{f['count']} ({f['reason']})" for f in x["fallback"]) or "none"
     lines.append(f"  XNNPACK: {x['delegated_ops']}/{x['ops']} ops in {x['partitions']} partition(s); off: {off}")
     n = report["nnapi"]
     off = "; ".join(f"{f['op']} ({f['reason']}; {f['android']})" for f in n["fall_off"]) or "none"

@@ -54,6 +54,7 @@ def images_dir(workdir):
 
 @pytest.fixture(scope="module")
 def tiny(workdir):
+    keras.utils.set_random_seed(0)  # the same network every run
     model = build_deeplab(depth_multiplier=0.35, input_size=SIZE, num_classes=len(LABELS))
     _recalibrate_batch_norm(model, synthetic_images(8, (SIZE, SIZE), seed=7))
     return save_model(model, workdir / "tiny.keras"), model

@@ -32,13 +32,15 @@ def _tanh_model_with_metadata(**fields):
 
 
 def test_buffer_has_the_fields_of_the_official_metadata(shared):
-    official = _decode(metadata_buffer(shared("models", "official", "deeplabv3_257_mv_gpu_metadata.tflite").read_bytes()))
+    official_model = shared("models", "official", "deeplabv3_257_mv_gpu_metadata.tflite").read_bytes()
+    official = _decode(metadata_buffer(official_model))
     ours = _decode(build_metadata(SegmenterMetadata(name="deeplab", labels=RGB, version="1", description="d")))
     assert build_metadata(SegmenterMetadata(name="x", labels=RGB))[4:8] == b"M001"
     assert (ours.name, ours.version, ours.description) == (b"deeplab", b"1", b"d")
     assert len(ours.subgraphMetadata) == len(official.subgraphMetadata) == 1
-    (o_in,), (o_out,) = official.subgraphMetadata[0].inputTensorMetadata, official.subgraphMetadata[0].outputTensorMetadata
-    (in_, ), (out,) = ours.subgraphMetadata[0].inputTensorMetadata, ours.subgraphMetadata[0].outputTensorMetadata
+    (o_in,), (o_out,) = (official.subgraphMetadata[0].inputTensorMetadata,
+                         official.subgraphMetadata[0].outputTensorMetadata)
+    (in_,), (out,) = ours.subgraphMetadata[0].inputTensorMetadata, ours.subgraphMetadata[0].outputTensorMetadata
     # input: an RGB image, normalized by (x - 127.5) / 127.5, values in [-1, 1]
     assert in_.content.contentPropertiesType == o_in.content.contentPropertiesType
     assert in_.content.contentProperties.colorSpace == o_in.content.contentProperties.colorSpace
@@ -149,7 +151,10 @@ def test_mediapipe_runs_a_converted_deeplab(tmp_path):
     from edge_deeplab.model.deeplab import build_deeplab
     from edge_deeplab.runtime import SegmentationModel
 
+    import tf_keras as keras
+
     labels = ["background", "thing", "stuff", "other"]
+    keras.utils.set_random_seed(1)  # the same network every run
     model = build_deeplab(depth_multiplier=0.35, input_size=65, num_classes=4)
     result = convert(model, tmp_path / "tiny.tflite", labels=labels, name="tiny deeplab", version="3",
                      progress=False)
