@@ -324,13 +324,10 @@ def parse_threads(text):
 
 
 def parse_class_map(items):
-    mapping = {}
-    for item in items:
-        src, sep, dst = item.partition(":")
-        if not sep or not src.strip().isdigit() or not dst.strip().isdigit():
-            raise UserError(f"--class-map must be MODEL_CLASS:DATASET_CLASS, e.g. 15:1; got {item!r}")
-        mapping[int(src)] = int(dst)
-    return mapping or None
+    """--class-map / --label-map values as a dict, or None when none were given (one parser: datasets')."""
+    from edge_deeplab.datasets import parse_class_map as parse
+
+    return parse(items) or None
 
 
 def command_line(ctx) -> str:
