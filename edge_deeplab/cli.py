@@ -611,6 +611,9 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
               help="At most this many calibration images (spread over the folder).")
 @click.option("--synthetic-calibration", is_flag=True,
               help="Calibrate int8 on synthetic images: for speed measurements only, the accuracy suffers.")
+@click.option("--quantization-from", type=click.Path(dir_okay=False), metavar="OFFICIAL.tflite",
+              help="int8 of weights imported from this official quantized model with its own activation ranges "
+                   "and weight scales: no calibration set, and the official model's accuracy.")
 @click.option("--float-stem", is_flag=True,
               help="int8 with the 3-channel stem conv left in float32 (needs --io float): faster on x86 CPUs "
                    "without VNNI, where int8 kernels pad its 3 input channels to 8.")
@@ -627,7 +630,7 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
               help="Interpreter threads for the checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration, num_calibration,
-            synthetic_calibration, float_stem, labels_file, samples, num_samples, name, model_version, metadata,
+            synthetic_calibration, quantization_from, float_stem, labels_file, samples, num_samples, name, model_version, metadata,
             threads, as_json):
     """Convert a Keras DeepLab MODEL (.keras / .h5: built, imported, trained or QAT; or a preset name) to TFLite.
 
@@ -641,7 +644,8 @@ def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration
 
     options = ConvertOptions(
         quantize=quantize, io=io_type, output=head, argmax_stride=argmax_stride, calibration=calibration,
-        num_calibration=num_calibration, synthetic_calibration=synthetic_calibration, float_stem=float_stem,
+        num_calibration=num_calibration, synthetic_calibration=synthetic_calibration,
+        quantization_from=quantization_from, float_stem=float_stem,
         labels=_read_labels_file(labels_file) if labels_file else None, name=name, version=model_version,
         metadata=metadata, samples=samples, num_samples=num_samples, num_threads=threads)
     result = convert_model(model, out_path, options)

@@ -12,8 +12,9 @@ application needs:
   ARG_MAX is not run by XNNPACK), s=4 ~1.5 ms; person IoU drops by <0.1 point at s=2 and ~0.4 at s=4
   (benchmarks/convert_speed.md).
 
-int8 is full-integer: post-training with a representative set of real images, or from a trained QAT
-model without one. ``float_stem`` keeps the 3-channel stem conv in float32, for x86 CPUs without VNNI.
+int8 is full-integer: post-training with a representative set of real images, from a trained QAT
+model without one, or, for weights imported from an official quantization-aware trained model, with that
+model's own activation ranges and weight scales (``quantization_from``; no calibration set either). ``float_stem`` keeps the 3-channel stem conv in float32, for x86 CPUs without VNNI.
 Every conversion is checked (no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND), gets TFLite metadata (labels,
 normalization, name, version) and a report saved beside it (tflite_report). Importing this module
 imports TensorFlow.
@@ -45,6 +46,7 @@ class ConvertOptions:
     output: str = "logits"
     argmax_stride: int = 1  # labels only: take the argmax at 1/argmax_stride of the input resolution
     calibration: str | None = None  # folder of images for int8 post-training quantization
+    quantization_from: str | None = None  # official QAT .tflite whose ranges / weight scales int8 takes
     num_calibration: int = DEFAULT_CALIBRATION_IMAGES
     synthetic_calibration: bool = False  # smooth random images: for speed measurements only
     float_stem: bool = False  # int8 except the 3-channel stem conv (faster on x86 without VNNI; float input)
@@ -72,6 +74,14 @@ class ConvertOptions:
             raise UserError("--float-stem goes with --quantize int8 --io float (the stem conv reads the float image)")
         if self.calibration and self.synthetic_calibration:
             raise UserError("give either --calibration DIR or --synthetic-calibration, not both")
+        if self.quantization_from:
+            if self.quantize != "int8":
+                raise UserError("--quantization-from goes with --quantize int8")
+            if self.calibration or self.synthetic_calibration or self.float_stem:
+                raise UserError("--quantization-from takes the official model's ranges: no calibration images, "
+                                "no --float-stem")
+            if not Path(self.quantization_from).is_file():
+                raise UserError(f"{self.quantization_from}: model file not found")
         for folder in (self.calibration, self.samples):
             if folder and not Path(folder).is_dir():
                 raise UserError(f"{folder}: image folder not found")
@@ -80,14 +90,18 @@ class ConvertOptions:
         """Checks that depend on the model: a QAT model has its ranges, a float one needs calibration."""
         if qat and self.quantize != "int8":
             raise UserError("a quantization-aware (QAT) model converts with --quantize int8 only")
+        if qat and self.quantization_from:
+            raise UserError("a QAT model carries its own quantization; --quantization-from is for float models")
         if qat and self.float_stem:
             raise UserError("--float-stem is for post-training int8; a QAT model converts as trained")
         if qat and (self.calibration or self.synthetic_calibration):
             print("note: a QAT model carries its quantization ranges; the calibration images are not used",
                   file=sys.stderr)
-        if self.quantize == "int8" and not qat and not (self.calibration or self.synthetic_calibration):
-            raise UserError("--quantize int8 of a float model needs calibration images: --calibration DIR "
-                            "(or --synthetic-calibration for speed measurements only)")
+        if self.quantize == "int8" and not qat and not (self.calibration or self.synthetic_calibration
+                                                         or self.quantization_from):
+            raise UserError("--quantize int8 of a float model needs calibration images: --calibration DIR, or "
+                            "--quantization-from OFFICIAL.tflite for weights imported from an official quantized "
+                            "model (or --synthetic-calibration for speed measurements only)")
 
 
 def _choice(what, value, allowed):
@@ -143,6 +157,18 @@ def _preset_model(name):
             model.deeplab_config.output_stride != config.output_stride:
         model = rebuild(model, input_size=config.input_size, output_stride=config.output_stride)
     return model
+
+
+def with_source_quantization(model, official_path):
+    """The QAT version of ``model`` (weights imported from the official quantized model at
+    ``official_path``) carrying that model's activation ranges and weight scales: ready for int8 export."""
+    from edge_deeplab.importer import read_quantization
+    from edge_deeplab.qat import apply_source_quantization, quantize_deeplab
+
+    quantization = read_quantization(model, official_path)
+    qat_model = quantize_deeplab(model)
+    apply_source_quantization(qat_model, quantization)
+    return qat_model
 
 
 def is_qat(model) -> bool:
@@ -332,11 +358,17 @@ def describe(model, options: ConvertOptions, qat=False) -> str:
                     else config.backbone)
         arch = f"DeepLab {backbone}, output stride {config.output_stride}" + (", decoder" if config.decoder else "")
     quant = {"none": "float32", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
-             "int8": f"full int8 ({'quantization-aware trained' if qat else 'post-training'}), {options.io} input"
+             "int8": f"full int8 ({_int8_origin(options, qat)}), {options.io} input"
                      + (", float32 stem conv" if options.float_stem else "")}
     head = "per-class logits" if options.output == "logits" else (
         "class ids" + (f" (argmax at 1/{options.argmax_stride} resolution)" if options.argmax_stride > 1 else ""))
     return f"{arch}, {h}x{w}; {quant[options.quantize]}; output: {head}. Made by edge-deeplab."
+
+
+def _int8_origin(options, qat):
+    if options.quantization_from:
+        return f"the quantization of {Path(options.quantization_from).name}"
+    return "quantization-aware trained" if qat else "post-training"
 
 
 def convert(source, output_path, options: ConvertOptions | None = None, progress=True, **overrides) -> ConversionResult:
@@ -357,6 +389,9 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
     model = load_source(source)
     qat = is_qat(model)
     options.validate_for(qat)
+    keras_model = model  # what the report compares the .tflite with: the float model, or the QAT one as trained
+    if options.quantization_from:
+        model, qat = with_source_quantization(model, options.quantization_from), True
     num_classes = int(model.output_shape[-1])
     labels = list(options.labels) if options.labels else default_labels(num_classes)
     if len(labels) != num_classes:
@@ -391,11 +426,13 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
 
     samples, sample_source = _sample_images(options, calibration, calibration_source, input_size)
     report = tflite_report.build_report(
-        output_path, keras_model=export, sample_inputs=[model_input(im, input_size, options.resize) for im in samples],
+        output_path, keras_model=export if keras_model is model else export_model(
+            keras_model, options.output, options.argmax_stride), sample_inputs=[model_input(im, input_size, options.resize) for im in samples],
         sample_source=sample_source, num_threads=options.num_threads,
         conversion={"source": str(source) if not hasattr(source, "layers") else model.name,
                     "quantize": options.quantize, "io": options.io, "output": options.output,
                     "argmax_stride": options.argmax_stride, "float_stem": options.float_stem, "qat": qat,
+                    "quantization_from": options.quantization_from,
                     "calibration": None if calibration is None else {"images": len(calibration),
                                                                      "source": calibration_source},
                     "labels": labels})

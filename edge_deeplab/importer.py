@@ -356,16 +356,7 @@ def load_weights(model, source: OfficialDeepLab):
     """Load the source's convolutions into ``model``, checking each layer against the graph."""
     import tf_keras as keras
 
-    convs = [layer for layer in model.layers if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)]
-    backbone = [layer for layer in convs if layer.name not in HEAD_LAYERS]
-    if len(backbone) != len(source.backbone):
-        raise UserError(f"{source.path}: the graph has {len(source.backbone)} backbone convolutions but the "
-                        f"model built for it has {len(backbone)}")
-    pairs = list(zip(backbone, source.backbone)) + [(model.get_layer(n), source.head[n]) for n in HEAD_LAYERS]
-    adds = sum(type(layer) is keras.layers.Add for layer in model.layers)
-    if adds != source.residual_adds:
-        raise UserError(f"{source.path}: the graph has {source.residual_adds} residual additions, the model "
-                        f"built for it {adds}")
+    pairs = _conv_pairs(model, source)
     for layer, conv in pairs:
         _check_layer(layer, conv, source.path)
     for layer, conv in pairs:
@@ -375,6 +366,22 @@ def load_weights(model, source: OfficialDeepLab):
         else:
             layer.set_weights([conv.kernel])
             bn.set_weights(_identity_batch_norm(conv.bias, bn.epsilon))
+
+
+def _conv_pairs(model, source: OfficialDeepLab) -> list:
+    """(Keras conv layer, SourceConv) in network order; UserError when the counts do not match."""
+    import tf_keras as keras
+
+    convs = [layer for layer in model.layers if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)]
+    backbone = [layer for layer in convs if layer.name not in HEAD_LAYERS]
+    if len(backbone) != len(source.backbone) or any(n not in [c.name for c in convs] for n in HEAD_LAYERS):
+        raise UserError(f"{source.path}: the graph has {len(source.backbone)} backbone convolutions but the "
+                        f"model {model.name} has {len(backbone)}: not the architecture of this graph")
+    adds = sum(type(layer) is keras.layers.Add for layer in model.layers)
+    if adds != source.residual_adds:
+        raise UserError(f"{source.path}: the graph has {source.residual_adds} residual additions, the model "
+                        f"{model.name} {adds}: not the architecture of this graph")
+    return list(zip(backbone, source.backbone)) + [(model.get_layer(n), source.head[n]) for n in HEAD_LAYERS]
 
 
 def _check_layer(layer, conv: SourceConv, path):
@@ -424,6 +431,68 @@ def _identity_batch_norm(bias, epsilon):
         raise AssertionError(f"BatchNorm epsilon {epsilon} cannot give an exact identity in float32")
     return [np.ones(channels, np.float32), bias.astype(np.float32), np.zeros(channels, np.float32),
             np.full(channels, variance, np.float32)]
+
+
+# ------------------------------------------------------------------------------------ quantization
+@dataclasses.dataclass
+class SourceQuantization:
+    """The 8-bit quantization a quantization-aware trained official model runs with, keyed by the names
+    of the layers of a Keras model of the same architecture (edge_deeplab.qat.apply_source_quantization)."""
+
+    path: Path
+    activation_ranges: dict  # layer name -> (min, max) of its output: conv blocks, residual adds, concat
+    weight_scales: dict  # conv layer name -> the (per-tensor) scale of its 8-bit weights
+
+
+def read_quantization(model, path) -> SourceQuantization:
+    """The activation ranges and weight scales of the official quantized model at ``path``, mapped onto
+    ``model`` (the same architecture at any input size or output stride, e.g. imported from ``path``).
+
+    A conv's range is that of the graph's conv output, which has its BatchNorm and ReLU fused: in the
+    Keras model the last layer of the conv -> BatchNorm -> ReLU chain. Residual additions and the ASPP
+    concatenation are matched in graph order.
+    """
+    import tf_keras as keras
+
+    source = read_official_tflite(path)
+    if not source.quantized:
+        raise UserError(f"{source.path}: float weights, no 8-bit quantization to carry over")
+    g = TFLiteGraph(path)
+    pairs = _conv_pairs(model, source)
+    for layer, conv in pairs:
+        kernel = layer.depthwise_kernel if type(layer) is keras.layers.DepthwiseConv2D else layer.kernel
+        if tuple(kernel.shape) != conv.kernel.shape:
+            raise UserError(f"{source.path}: layer {layer.name} has kernel {list(kernel.shape)}, the graph's "
+                            f"{conv.describe()}: not the architecture of this graph")
+    ranges = {_block_output(layer).name: _tensor_range(g, g.operators[conv.op].outputs[0]) for layer, conv in pairs}
+    for kind, op_type in ((keras.layers.Add, "ADD"), (keras.layers.Concatenate, "CONCATENATION")):
+        layers = [layer for layer in model.layers if type(layer) is kind]
+        ops = [i for i, t in enumerate(g.op_types) if t == op_type]
+        if len(layers) != len(ops):
+            raise UserError(f"{source.path}: {len(ops)} {op_type} ops, the model {model.name} has {len(layers)} "
+                            f"{kind.__name__} layers: not the architecture of this graph")
+        ranges.update((layer.name, _tensor_range(g, g.operators[op].outputs[0])) for layer, op in zip(layers, ops))
+    scales = {layer.name: float(g.quantization(g.operators[conv.op].inputs[1])[0].max()) for layer, conv in pairs}
+    return SourceQuantization(source.path, ranges, scales)
+
+
+def _block_output(layer):
+    """The last layer of ``layer`` -> [BatchNorm] -> [ReLU]: where the graph's fused conv output is."""
+    import tf_keras as keras
+
+    after = _following_batch_norm(layer) or layer
+    nxt = [node.outbound_layer for node in after._outbound_nodes]
+    return nxt[0] if len(nxt) == 1 and type(nxt[0]) is keras.layers.ReLU else after
+
+
+def _tensor_range(g: TFLiteGraph, tensor: int):
+    """The real-valued (min, max) an 8-bit tensor can hold."""
+    quant = g.quantization(tensor)
+    if quant is None:
+        raise UserError(f"{g.path}: tensor {g.name(tensor)} is not quantized; {EXPECTED}")
+    scale, zero_point = float(quant[0][0]), float(quant[1][0])
+    low, high = (-128, 127) if _DTYPES.get(g.tensors[tensor].type) is np.int8 else (0, 255)
+    return scale * (low - zero_point), scale * (high - zero_point)
 
 
 # ------------------------------------------------------------------------------------ verification

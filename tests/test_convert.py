@@ -234,6 +234,48 @@ def test_qat_model_converts_to_int8_without_calibration(shared, workdir):
     assert report["agreement"]["label_agreement"] > 0.99
 
 
+def test_int8_with_the_official_quantization(shared, workdir):
+    """Weights imported from the official 8-bit 513 model (at 129x129, to be quick), converted with that
+    model's own activation ranges and weight scales, no calibration set: the int8 weights are the official
+    ones on the official grid, the residual additions keep the official ranges, and it agrees with float."""
+    from edge_deeplab.importer import TFLiteGraph, import_official
+
+    official = shared("models", "official", "deeplabv3_mnv2_pascal_quant.tflite")
+    photos = shared("data", "pennfudan", "PennFudanPed", "PNGImages")
+    model = import_official(official, input_size=(129, 129), verification=False).model
+    result = convert(model, workdir / "official_quant.tflite", quantize="int8", io="uint8",
+                     quantization_from=str(official), samples=str(photos), num_samples=6, num_threads=1,
+                     progress=False)
+    report = result.report
+    assert report["conversion"]["quantization_from"] == str(official) and report["conversion"]["calibration"] is None
+    assert report["float_ops"] == {"boundary": [], "inner": []}
+    assert report["agreement"]["label_agreement"] > 0.97  # against the float model
+
+    theirs, ours = TFLiteGraph(official), TFLiteGraph(result.path)
+
+    def weights(g):
+        return [g.constant(g.operators[i].inputs[1]) for i, t in enumerate(g.op_types)
+                if t in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+
+    pairs = [(a, b) for a, b in zip(weights(theirs), weights(ours))]
+    assert len(pairs) == 55 and all(a.shape == b.shape for a, b in pairs)
+    same = sum(np.isclose(a, b, rtol=1e-5, atol=1e-8).sum() for a, b in pairs)
+    # all but the few weights more than 127 steps from the official zero point (67 of 2.08M) and the
+    # channels re-scaled to hold them; re-quantizing from the float weights keeps far fewer exact
+    assert same / sum(a.size for a, _ in pairs) > 0.99
+
+    def add_ranges(g):
+        out = []
+        for i, t in enumerate(g.op_types):
+            if t == "ADD":
+                scale, zero_point, _ = g.quantization(g.operators[i].outputs[0])
+                signed = g.tensors[g.operators[i].outputs[0]].type == 9  # int8: zero point 128 lower than uint8
+                out.append((round(float(scale[0]), 6), int(zero_point[0]) + (128 if signed else 0)))
+        return out
+
+    assert add_ranges(ours) == add_ranges(theirs) and len(add_ranges(ours)) == 10
+
+
 def test_untrained_quantizers_give_a_clear_error():
     absurd = tiny_tflite.dequantize_logits(dtype=np.int8, scale=4e-9)
     with pytest.raises(UserError, match="was the QAT model trained"):
@@ -304,6 +346,9 @@ def test_argmax_grid_and_nearest_indices():
     ("tiny", dict(argmax_stride=4), "--output labels only"),
     ("tiny", dict(quantize="int8", io="uint8", float_stem=True), "--float-stem goes with"),
     ("tiny", dict(quantize="int8", calibration="/nonexistent/folder"), "image folder not found"),
+    ("tiny", dict(quantize="fp16", quantization_from="official.tflite"), "goes with --quantize int8"),
+    ("tiny", dict(quantize="int8", quantization_from="/nonexistent/official.tflite"), "model file not found"),
+    ("tiny", dict(quantize="int8", quantization_from="x.tflite", synthetic_calibration=True), "no calibration"),
     ("no_such_preset", {}, "unknown preset"),
     ("missing.keras", {}, "model file not found"),
 ])

@@ -151,6 +151,34 @@ def test_a_layer_that_differs_from_the_graph_is_named(shared):
         importer.load_weights(build_deeplab(source.config), source)
 
 
+def test_quantization_of_the_official_model_maps_onto_our_layers(shared):
+    """The ranges and weight scales of the 8-bit 513 model, keyed by our layer names, at another output stride."""
+    from edge_deeplab.model.deeplab import build_deeplab
+
+    path = official(shared, "deeplabv3_mnv2_pascal_quant.tflite")
+    source = importer.read_official_tflite(path)
+    model = build_deeplab(source.config.replace(output_stride=8, input_size=(65, 65)))
+    q = importer.read_quantization(model, path)
+    g = importer.TFLiteGraph(path)
+    assert set(q.activation_ranges) <= {layer.name for layer in model.layers}
+    assert len(q.weight_scales) == 55 and len(q.activation_ranges) == 55 + 10 + 1  # convs, adds, concat
+    low, high = q.activation_ranges["block_1_expand_relu"]  # a fused ReLU6: the official [0, 6]
+    assert low == 0 and abs(high - 6) < 1e-3
+    project = _conv(source, "MobilenetV2/expanded_conv/project/")  # linear: the BatchNorm's output
+    scale, zero_point, _ = g.quantization(g.operators[project.op].outputs[0])
+    assert np.allclose(q.activation_ranges["expanded_conv_project_BN"],
+                       (-zero_point[0] * scale[0], (255 - zero_point[0]) * scale[0]))
+    assert q.weight_scales["expanded_conv_project"] == float(g.quantization(g.operators[project.op].inputs[1])[0][0])
+
+
+def test_quantization_needs_a_quantized_model_of_the_same_architecture(shared, float_import):
+    model = float_import[0]
+    with pytest.raises(UserError, match="float weights, no 8-bit quantization"):
+        importer.read_quantization(model, official(shared, FLOAT_257))
+    with pytest.raises(UserError, match="not the architecture of this graph"):  # depth 0.5 vs the depth 1.0 graph
+        importer.read_quantization(model, official(shared, "deeplabv3_mnv2_pascal_quant.tflite"))
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "not a TFLite model"),
     (bytes(range(256)) * 8, "not a TFLite model"),
