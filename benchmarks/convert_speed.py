@@ -4,7 +4,8 @@
    ``deeplabv3_mnv2_pascal_quant.tflite`` (edge_deeplab.importer) and converted in several ways
    (float32 / fp16 / dynamic / int8 / int8 with a float stem conv, logits or labels heads, argmax
    strides). int8 is calibrated on 100 frames of the shared video, so the Penn-Fudan photos it is
-   scored on stay unseen.
+   scored on stay unseen; the int8-officialq variants take the official model's own activation ranges
+   and weight grid instead (--quantization-from), no calibration.
 2. Person IoU of every model on the 119 Penn-Fudan photos (VOC person -> 1, every other class -> 0;
    letterbox, as ``edge-deeplab eval`` does it).
 3. Latency on this machine: all models loaded side by side and timed invoke by invoke in turn
@@ -63,6 +64,12 @@ VARIANTS = {
     "int8-floatstem-labels": {"quantize": "int8", "float_stem": True, "output": "labels"},
     "int8-floatstem-labels-s2": {"quantize": "int8", "float_stem": True, "output": "labels", "argmax_stride": 2},
     "int8-floatstem-labels-s4": {"quantize": "int8", "float_stem": True, "output": "labels", "argmax_stride": 4},
+    # the official model's own activation ranges and weight grid (--quantization-from), no calibration
+    "int8-officialq-logits": {"quantize": "int8", "io": "uint8", "quantization_from": str(OFFICIAL)},
+    "int8-officialq-labels": {"quantize": "int8", "io": "uint8", "output": "labels",
+                              "quantization_from": str(OFFICIAL)},
+    "int8-officialq-labels-s2": {"quantize": "int8", "io": "uint8", "output": "labels", "argmax_stride": 2,
+                                 "quantization_from": str(OFFICIAL)},
 }
 # (ours, float32 reference with the same head) pairs for the int8 / fp16 vs float32 comparison
 SAME_HEAD = [("int8-logits-uint8io", "float32-logits"), ("int8-logits-int8io", "float32-logits"),
@@ -70,9 +77,11 @@ SAME_HEAD = [("int8-logits-uint8io", "float32-logits"), ("int8-logits-int8io", "
              ("int8-labels-s4", "float32-labels-s4"), ("fp16-labels-s4", "float32-labels-s4"),
              ("dynamic-labels-s4", "float32-labels-s4"), ("int8-floatstem-logits", "float32-logits"),
              ("int8-floatstem-labels", "float32-labels"), ("int8-floatstem-labels-s2", "float32-labels-s2"),
-             ("int8-floatstem-labels-s4", "float32-labels-s4")]
+             ("int8-floatstem-labels-s4", "float32-labels-s4"), ("int8-officialq-logits", "float32-logits"),
+             ("int8-officialq-labels", "float32-labels"), ("int8-officialq-labels-s2", "float32-labels-s2")]
 PROFILED = ("float32-logits", "int8-logits-uint8io", "int8-logits-int8io", "float32-labels", "int8-labels",
-            "int8-floatstem-labels", "float32-labels-s4", "int8-labels-s4", "int8-floatstem-labels-s4")
+            "int8-floatstem-labels", "float32-labels-s4", "int8-labels-s4", "int8-floatstem-labels-s4",
+            "int8-officialq-labels")
 
 # Kernel symbol (perf) -> the op it runs, first match wins.
 KERNEL_OPS = [
@@ -132,7 +141,7 @@ def convert_variants(names, work_dir: Path, calibration: Path) -> dict:
         if not path.exists():
             model = model or imported_model(work_dir)
             fields = dict(VARIANTS[name])
-            if fields.get("quantize") == "int8":
+            if fields.get("quantize") == "int8" and not fields.get("quantization_from"):
                 fields.update(calibration=str(calibration), num_calibration=100)
             print(f"converting {name}", file=sys.stderr)
             convert(model, path, ConvertOptions(samples=str(PENNFUDAN / "PNGImages"), **fields))
@@ -232,7 +241,8 @@ def markdown(command, machine, rows, profiles, checks) -> str:
         "shared: read the ratios of the interleaved runs). Versions: " + machine["versions"] + ".",
         "",
         "Model: the official DeepLabv3 MobileNetV2 depth 1.0, output stride 16, 513x513 weights imported from "
-        "`deeplabv3_mnv2_pascal_quant.tflite`; int8 calibrated on 100 frames of the shared video. Person IoU on "
+        "`deeplabv3_mnv2_pascal_quant.tflite`; int8 calibrated on 100 frames of the shared video, except "
+        "int8-officialq (`--quantization-from` the official model: its activation ranges and weight grid). Person IoU on "
         "the 119 Penn-Fudan photos (letterbox, VOC person -> person, every other class -> background).",
         "",
         f"| model | size MB | output | person IoU | median ms, {machine['threads']} threads | / official | "
