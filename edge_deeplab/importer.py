@@ -354,8 +354,6 @@ def import_tflite(path):
 
 def load_weights(model, source: OfficialDeepLab):
     """Load the source's convolutions into ``model``, checking each layer against the graph."""
-    import tf_keras as keras
-
     pairs = _conv_pairs(model, source)
     for layer, conv in pairs:
         _check_layer(layer, conv, source.path)

@@ -17,15 +17,13 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from edge_deeplab import tflite_report
 from edge_deeplab.config import DeepLabConfig
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import atomic_path
 from edge_deeplab.model.deeplab import load_model
 from edge_deeplab.model.layers import CUSTOM_OBJECTS, BilinearResize
 
-# The input quantization the converter derives from a trained QAT model: DeepLab inputs span [-1, 1],
-# so about 2 / 255. A model whose input quantizer never saw data gets ~4e-9 (ENGINEERING_NOTES).
-EXPECTED_INPUT_SCALE = 2 / 255
 CONFIG_ATTR = "edge_deeplab_config"  # the DeepLabConfig, as JSON, in the .h5 file's attributes
 
 quant_keras = tfmot.quantization.keras
@@ -206,18 +204,5 @@ def int8_tflite(qat_model: keras.Model, io_type=tf.uint8) -> bytes:
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
     content = converter.convert()
-    check_input_scale(content)
+    tflite_report.check_input_scale(tflite_report.Graph(content, "the QAT model's .tflite"))
     return content
-
-
-def check_input_scale(tflite_content: bytes, source="model") -> float:
-    """The input scale of a quantized .tflite; UserError when it is far from what [-1, 1] inputs give
-    (the sign of a QAT model whose quantizers were never trained)."""
-    from edge_deeplab.runtime import make_interpreter
-
-    details = make_interpreter(tflite_content, num_threads=1, source=source).get_input_details()[0]
-    scale = float(details["quantization"][0])
-    if details["dtype"] != np.float32 and not EXPECTED_INPUT_SCALE / 4 < scale < EXPECTED_INPUT_SCALE * 4:
-        raise UserError(f"{source}: input scale {scale:.3g} is not near {EXPECTED_INPUT_SCALE:.4f} (inputs in "
-                        "[-1, 1]); was the QAT model trained? Fine-tune it with `edge-deeplab train --qat` first")
-    return scale

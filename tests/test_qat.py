@@ -8,11 +8,10 @@ pytest.importorskip("tensorflow_model_optimization")
 
 from edge_deeplab.config import DeepLabConfig  # noqa: E402
 from edge_deeplab.datasets import open_dataset  # noqa: E402
-from edge_deeplab.errors import UserError  # noqa: E402
 from edge_deeplab.evaluate import evaluate, keras_predictor, tflite_predictor  # noqa: E402
 from edge_deeplab.model.deeplab import build_deeplab  # noqa: E402
-from edge_deeplab.qat import (EXPECTED_INPUT_SCALE, check_input_scale, int8_tflite, is_qat_model,  # noqa: E402
-                              load_any_model)
+from edge_deeplab.qat import int8_tflite, is_qat_model, load_any_model  # noqa: E402
+from edge_deeplab.tflite_report import EXPECTED_INPUT_SCALE  # noqa: E402
 from edge_deeplab.train import TrainConfig, train  # noqa: E402
 
 SIZE = 33
@@ -72,11 +71,3 @@ def test_trained_qat_model_converts_to_full_integer_without_calibration(qat_run,
     assert abs(keras_score.miou() - int8_score.miou()) < 0.05
 
 
-def test_absurd_input_scale_is_refused():
-    """An untrained QAT model converts with an input scale of ~4e-9 (ENGINEERING_NOTES); such a model is refused."""
-    import tiny_tflite
-
-    with pytest.raises(UserError, match="input scale 4e-09 .* was the QAT model trained"):
-        check_input_scale(tiny_tflite.dequantize_logits(dtype=np.uint8, scale=4e-9, zero_point=0))
-    assert check_input_scale(tiny_tflite.dequantize_logits(dtype=np.uint8, scale=2 / 255, zero_point=128)) == \
-        pytest.approx(2 / 255)
