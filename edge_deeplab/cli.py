@@ -630,8 +630,8 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
               help="Interpreter threads for the checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration, num_calibration,
-            synthetic_calibration, quantization_from, float_stem, labels_file, samples, num_samples, name, model_version, metadata,
-            threads, as_json):
+            synthetic_calibration, quantization_from, float_stem, labels_file, samples, num_samples, name,
+            model_version, metadata, threads, as_json):
     """Convert a Keras DeepLab MODEL (.keras / .h5: built, imported, trained or QAT; or a preset name) to TFLite.
 
     Prints and saves a report: ops, size, I/O quantization, GPU / XNNPACK / NNAPI compatibility and the

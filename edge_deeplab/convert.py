@@ -14,7 +14,8 @@ application needs:
 
 int8 is full-integer: post-training with a representative set of real images, from a trained QAT
 model without one, or, for weights imported from an official quantization-aware trained model, with that
-model's own activation ranges and weight scales (``quantization_from``; no calibration set either). ``float_stem`` keeps the 3-channel stem conv in float32, for x86 CPUs without VNNI.
+model's own activation ranges and weight scales (``quantization_from``; no calibration set either).
+``float_stem`` keeps the 3-channel stem conv in float32, for x86 CPUs without VNNI.
 Every conversion is checked (no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND), gets TFLite metadata (labels,
 normalization, name, version) and a report saved beside it (tflite_report). Importing this module
 imports TensorFlow.
@@ -425,9 +426,10 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
     write_bytes_atomic(output_path, content)
 
     samples, sample_source = _sample_images(options, calibration, calibration_source, input_size)
+    compared = export if keras_model is model else export_model(keras_model, options.output, options.argmax_stride)
     report = tflite_report.build_report(
-        output_path, keras_model=export if keras_model is model else export_model(
-            keras_model, options.output, options.argmax_stride), sample_inputs=[model_input(im, input_size, options.resize) for im in samples],
+        output_path, keras_model=compared,
+        sample_inputs=[model_input(im, input_size, options.resize) for im in samples],
         sample_source=sample_source, num_threads=options.num_threads,
         conversion={"source": str(source) if not hasattr(source, "layers") else model.name,
                     "quantize": options.quantize, "io": options.io, "output": options.output,

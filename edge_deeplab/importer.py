@@ -227,9 +227,10 @@ class OfficialDeepLab:
                 f"({self.output_kind} out), mobile head ({c.aspp_channels} channels), {weights}")
 
 
-def read_official_tflite(path) -> OfficialDeepLab:
-    """Read an official DeepLab MobileNetV2 TFLite model and work out its architecture."""
-    g = TFLiteGraph(path)
+def read_official_tflite(path, graph: TFLiteGraph | None = None) -> OfficialDeepLab:
+    """Read an official DeepLab MobileNetV2 TFLite model and work out its architecture (``graph``: the
+    file already read)."""
+    g = graph or TFLiteGraph(path)
     if len(g.graph.inputs) != 1 or len(g.graph.outputs) != 1:
         raise UserError(f"{g.path}: {len(g.graph.inputs)} inputs and {len(g.graph.outputs)} outputs; {EXPECTED}")
     image = g.graph.inputs[0]
@@ -452,10 +453,10 @@ def read_quantization(model, path) -> SourceQuantization:
     """
     import tf_keras as keras
 
-    source = read_official_tflite(path)
+    g = TFLiteGraph(path)
+    source = read_official_tflite(path, g)
     if not source.quantized:
         raise UserError(f"{source.path}: float weights, no 8-bit quantization to carry over")
-    g = TFLiteGraph(path)
     pairs = _conv_pairs(model, source)
     for layer, conv in pairs:
         kernel = layer.depthwise_kernel if type(layer) is keras.layers.DepthwiseConv2D else layer.kernel
