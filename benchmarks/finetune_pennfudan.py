@@ -10,8 +10,13 @@ repeated by hand:
   3. fine-tune it (float) on the images at even positions of the sorted list (--subset 0::2), keeping the
      21-class head with Penn-Fudan's person mapped to VOC class 15;
   4. evaluate the fine-tuned model on the images at odd positions (--subset 1::2), never trained on;
-  5. quantization-aware fine-tuning of that model; 6. full-integer conversion (no calibration set);
+  5. quantization-aware fine-tuning of that model, starting from the official model's own quantization
+     (`train --qat --quantization-from`: its activation ranges, and its weight grids kept fixed);
+  6. full-integer conversion (no calibration set);
   7. evaluate the int8 .tflite (TensorFlow-free runtime) on the same held-out images.
+QAT from ranges calibrated on the training images instead (tfmot's own weight ranges) ended 3 points
+below the float model (74.3 vs 77.3): these weights came from a model trained on the official per-tensor
+uint8 grid, and its grid fits them far better than a refit one (76.8 before any QAT step).
 The optimizer settings came from short runs that trained on 0::4 and validated on 2::4 (both inside the
 training half): Adam 3e-4 beat 1e-3 and SGD, frozen batch norm beat trainable batch norm (which diverged),
 and training at output stride 8 was no better than 16 at 3x the time. The starting weights (depth 1.0 at
@@ -57,13 +62,11 @@ def parse_args():
 
 
 class Recipe:
-    def __init__(self, work: Path):
-        self.work = work
+    def __init__(self):
         self.steps = []
 
-    def run(self, name, args, capture_json=False, may_fail=False):
-        """Run `edge-deeplab ARGS`, timed; returns its parsed JSON output when ``capture_json``
-        (with ``may_fail``, False when the command failed)."""
+    def run(self, name, args, capture_json=False):
+        """Run `edge-deeplab ARGS`, timed; returns its parsed JSON output when ``capture_json``."""
         command = ["edge-deeplab", *map(str, args)]
         shown = " ".join(shlex.quote(c) for c in command)
         print(f"\n$ {shown}", file=sys.stderr, flush=True)
@@ -72,25 +75,11 @@ class Recipe:
                               stdout=subprocess.PIPE if capture_json else None)
         seconds = time.perf_counter() - started
         self.steps.append({"step": name, "command": shown, "seconds": round(seconds, 1),
-                           "load_avg_1min_after": round(os.getloadavg()[0], 2),
-                           **({"failed": done.returncode} if done.returncode else {})})
+                           "load_avg_1min_after": round(os.getloadavg()[0], 2)})
         if done.returncode:
-            if may_fail:
-                return False
             sys.exit(f"step {name!r} failed ({done.returncode}): {shown}")
         print(f"[{name}: {seconds:.0f} s]", file=sys.stderr, flush=True)
         return json.loads(done.stdout.strip().splitlines()[-1]) if capture_json else None
-
-    def python(self, name, code):
-        """A step with no CLI verb yet: run as `python -c` and recorded the same way."""
-        shown = f"python -c {shlex.quote(code)}"
-        print(f"\n$ {shown}", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code], cwd=REPO)
-        if done.returncode:
-            sys.exit(f"step {name!r} failed ({done.returncode})")
-        self.steps.append({"step": name, "command": shown, "seconds": round(time.perf_counter() - started, 1),
-                           "load_avg_1min_after": round(os.getloadavg()[0], 2)})
 
 
 def main():
@@ -105,11 +94,14 @@ def main():
     w = a.work_dir
     imported, float_run, qat_run = w / f"voc_{a.input_size}.keras", w / "float", w / "qat"
     int8 = w / "person_qat_int8.tflite"
-    recipe = Recipe(w)
+    recipe = Recipe()
     load_before = os.getloadavg()
     data_args = ["--data", data, "--format", "pennfudan"]
-    held_out = [*data_args, "--subset", "1::2", "--class-map", "15:1", "--default-class", "0", "--json",
+    def scoring(subset):
+        return [*data_args, "--subset", subset, "--class-map", "15:1", "--default-class", "0", "--json",
                 "--no-progress"]
+
+    held_out = scoring("1::2")
     train_args = [*data_args, "--subset", "0::2", "--label-map", "1:15", "--batch-size", a.batch_size,
                   "--crop-size", a.crop_size, "--max-resize", a.input_size, "--min-scale", "0.75",
                   "--max-scale", "1.5", "--freeze-bn", "--train-output-stride", "16", "--optimizer", "adam",
@@ -121,20 +113,16 @@ def main():
     recipe.run("fine-tune float", ["train", "--init", imported, *train_args, "--epochs", a.epochs, "--lr", a.lr,
                                    "--run-dir", float_run])
     fine = recipe.run("eval fine-tuned float", ["eval", float_run / "model.keras", *held_out], capture_json=True)
-    recipe.run("QAT fine-tune", ["train", "--qat", "--init", float_run / "model.keras", *train_args,
-                                 "--epochs", a.qat_epochs, "--lr", a.qat_lr, "--run-dir", qat_run])
+    fit = recipe.run("eval fine-tuned float on its training images",
+                     ["eval", float_run / "model.keras", *scoring("0::2")],
+                     capture_json=True)
+    recipe.run("QAT fine-tune", ["train", "--qat", "--quantization-from", official, "--init",
+                                 float_run / "model.keras", *train_args, "--epochs", a.qat_epochs, "--lr", a.qat_lr,
+                                 "--run-dir", qat_run])
     qat_keras = recipe.run("eval QAT (Keras, fake-quantized)", ["eval", qat_run / "model_qat.h5", *held_out],
                            capture_json=True)
-    convert_help = subprocess.run([sys.executable, "-m", "edge_deeplab", "convert", "--help"], cwd=REPO,
-                                  capture_output=True, text=True)
-    converted = convert_help.returncode == 0 and recipe.run(
-        "convert int8", ["convert", qat_run / "model_qat.h5", "-o", int8, "--quantize", "int8", "--io", "uint8"],
-        may_fail=True) is not False
-    if not converted:  # `edge-deeplab convert` missing or failing: the converter call of edge_deeplab.qat
-        recipe.python("convert int8 (tf.lite converter via edge_deeplab.qat.int8_tflite)",
-                      "from edge_deeplab.qat import int8_tflite, load_any_model; from pathlib import Path; "
-                      f"Path({str(int8)!r}).write_bytes("
-                      f"int8_tflite(load_any_model({str(qat_run / 'model_qat.h5')!r})))")
+    recipe.run("convert int8", ["convert", qat_run / "model_qat.h5", "-o", int8, "--quantize", "int8",
+                                "--io", "uint8"])
     quant = recipe.run("eval int8 .tflite", ["eval", int8, *held_out, "--threads", a.threads], capture_json=True)
 
     results = {"baseline": baseline, "float": fine, "qat_keras": qat_keras, "int8": quant}
@@ -156,6 +144,8 @@ def main():
         "person_pixels": {k: {"false_positive": v["confusion_matrix"][0][1], "missed": v["confusion_matrix"][1][0],
                               "correct": v["confusion_matrix"][1][1]} for k, v in results.items()},
         "float_errors": errors,
+        "float_on_training_images": {"person_iou": fit["iou"]["person"], "miou": fit["miou"]},
+        "total_minutes": round(sum(s["seconds"] for s in recipe.steps) / 60, 1),
         "fine_tune_minutes": round(timing["fine-tune float"] / 60, 1),
         "qat_minutes": round(timing["QAT fine-tune"] / 60, 1),
     }
@@ -167,7 +157,9 @@ def main():
 def error_breakdown(model_path, data) -> dict:
     """The fine-tuned model's wrong person pixels on the held-out images, split into false positives in
     blobs mostly more than 7 pixels away from any labelled person (unlabelled people, objects), the other
-    false positives (silhouette edges, bags, occluded people beside a labelled one) and missed pixels."""
+    false positives (silhouette edges, bags, occluded people beside a labelled one) and missed pixels; and
+    how many of the first kind are in person-sized blobs (at least half as tall as the image's median
+    labelled person), with the images that have most of them."""
     import cv2
     import numpy as np
 
@@ -175,16 +167,27 @@ def error_breakdown(model_path, data) -> dict:
     from edge_deeplab.evaluate import open_predictor
 
     predictor = open_predictor(model_path)
-    counts = {"false_positive_away": 0, "false_positive_near": 0, "missed": 0}
-    for sample in open_dataset(data, "pennfudan").subset("1::2"):
+    counts = {"false_positive_away": 0, "false_positive_near": 0, "missed": 0, "false_positive_away_person_sized": 0}
+    per_image = {}
+    dataset = open_dataset(data, "pennfudan").subset("1::2")
+    for (image_path, _), sample in zip(dataset.pairs, dataset):
         person, labelled = predictor.predict(sample.image) == 15, sample.label == 1
         near = cv2.dilate(labelled.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
-        n, blobs = cv2.connectedComponents((person & ~labelled).astype(np.uint8))
+        _, _, people, _ = cv2.connectedComponentsWithStats(labelled.astype(np.uint8))
+        person_height = np.median(people[1:, cv2.CC_STAT_HEIGHT]) if len(people) > 1 else np.inf
+        n, blobs, stats, _ = cv2.connectedComponentsWithStats((person & ~labelled).astype(np.uint8))
         for blob in range(1, n):
             pixels = blobs == blob
-            away = (pixels & near).sum() < 0.5 * pixels.sum()
-            counts["false_positive_away" if away else "false_positive_near"] += int(pixels.sum())
+            size = int(stats[blob, cv2.CC_STAT_AREA])
+            if (pixels & near).sum() < 0.5 * size:
+                counts["false_positive_away"] += size
+                per_image[Path(image_path).name] = per_image.get(Path(image_path).name, 0) + size
+                if stats[blob, cv2.CC_STAT_HEIGHT] >= 0.5 * person_height:
+                    counts["false_positive_away_person_sized"] += size
+            else:
+                counts["false_positive_near"] += size
         counts["missed"] += int((labelled & ~person).sum())
+    counts["most_false_positive_away"] = dict(sorted(per_image.items(), key=lambda kv: -kv[1])[:4])
     return counts
 
 
@@ -211,7 +214,13 @@ def markdown(r) -> str:
         "",
         f"int8 - float: person IoU {100 * (iou['int8'] - iou['float']):+.2f} points, "
         f"mIOU {100 * (miou['int8'] - miou['float']):+.2f} points.",
-        f"Fine-tuning took {r['fine_tune_minutes']} min and QAT {r['qat_minutes']} min of wall-clock time.",
+        f"Fine-tuning took {r['fine_tune_minutes']} min and QAT {r['qat_minutes']} min of wall-clock time; "
+        f"the whole recipe {r['total_minutes']} min.",
+        "",
+        f"Targets (issue 4): person IoU >= 85 on the held-out images: "
+        f"{'met' if iou['float'] >= 0.85 else 'NOT met'} ({100 * iou['float']:.2f}); int8 within 0.5 points of "
+        f"the float model: {'met' if iou['int8'] - iou['float'] >= -0.005 else 'NOT met'}; within 30 minutes: "
+        f"{'met' if r['total_minutes'] <= 30 else 'NOT met'}.",
         "",
         "Person pixels on the held-out images (false positive = predicted person on a pixel labelled background):",
         "",
@@ -227,18 +236,25 @@ def markdown(r) -> str:
         "VOC person model segments every person it sees: in group scenes (e.g. PennPed00009, FudanPed00043) "
         "whole unlabelled people count as false positives. The fine-tuned model's wrong person pixels on the "
         f"held-out images: {e['false_positive_away']} false positives in blobs away from every labelled person "
-        f"(unlabelled people, a few objects), {e['false_positive_near']} false positives next to labelled people "
+        f"({e['false_positive_away_person_sized']} of them in blobs at least half as tall as the image's labelled "
+        "people; most in "
+        f"{', '.join(f'{k} ({v})' for k, v in e['most_false_positive_away'].items())}: looked at in the run "
+        "of 2026-11-21, these are whole unlabelled people, cyclists, people cut by the image border or half "
+        "hidden behind others), "
+        f"{e['false_positive_near']} false positives next to labelled people "
         f"(silhouette edges, carried bags, occluded people beside them) and {e['missed']} missed person pixels. "
         f"Without the first kind the person IoU would be {100 * ceiling:.1f}. The model also sees coarsely: a "
         "65x65 logits grid at 513x513 (output stride 8, no decoder), upsampled, which rounds every silhouette. "
         "Fine-tuning on 60 images moves the head only part of the way towards the dataset's convention of "
-        "whom to label.",
+        "whom to label: on its own training images the fine-tuned model scores person IoU "
+        f"{100 * r['float_on_training_images']['person_iou']:.2f}, so it does not fit that convention even "
+        "where it has seen the labels.",
         "",
         "## Steps (wall-clock seconds; load average after each step)",
         "",
         "| step | seconds | load | command |",
         "| --- | ---: | ---: | --- |",
-        *[f"| {s['step']}{' (failed)' if s.get('failed') else ''} | {s['seconds']} | {s['load_avg_1min_after']} | "
+        *[f"| {s['step']} | {s['seconds']} | {s['load_avg_1min_after']} | "
           f"`{s['command']}` |" for s in r["steps"]],
         "",
     ]

@@ -493,6 +493,10 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @click.option("--cache", is_flag=True, help="Keep the decoded dataset in memory (small datasets).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning of the --init float model.")
+@click.option("--quantization-from", type=click.Path(dir_okay=False), metavar="OFFICIAL.tflite",
+              help="With --qat: start from the quantization of the official 8-bit model the --init weights were "
+                   "imported from: its activation ranges, and its weight grids kept fixed through training (a new "
+                   "classifier is calibrated). Far closer to the float model than calibrated ranges.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker", "tpu"]), default="default",
               show_default=True, help="tf.distribute strategy (multi-worker reads $TF_CONFIG).")
 @click.option("--tpu", help="TPU name or address for --strategy tpu.")
@@ -503,8 +507,8 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 def train(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp, decoder,
           weights, data_dir, data_format, split, subset, data_classes, skip_bad, run_dir, output, epochs,
           batch_size, crop_size, learning_rate, end_lr, optimizer, weight_decay, freeze_bn, train_output_stride,
-          max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, strategy, tpu, val_subset, val_class_map,
-          val_default_class, progress):
+          max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, quantization_from, strategy, tpu,
+          val_subset, val_class_map, val_default_class, progress):
     """Train or fine-tune a DeepLab model (float, or quantization-aware with --qat)."""
     from edge_deeplab.datasets import parse_class_map
     from edge_deeplab.train import TrainConfig, make_strategy
@@ -519,7 +523,8 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
                          weight_decay=weight_decay, freeze_bn=freeze_bn,
                          output_stride=int(train_output_stride) if train_output_stride else None,
                          max_resize=max_resize, min_scale=min_scale, max_scale=max_scale, flip=flip,
-                         label_map=parse_class_map(label_map), qat=qat, seed=seed, cache=cache)
+                         label_map=parse_class_map(label_map), qat=qat, quantization_from=quantization_from,
+                         seed=seed, cache=cache)
     dist = make_strategy(strategy, tpu)  # before any model is built, as tf.distribute requires
     model = initial_model(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes,
                           aspp, decoder, weights, qat)

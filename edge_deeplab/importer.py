@@ -441,11 +441,14 @@ class SourceQuantization:
     path: Path
     activation_ranges: dict  # layer name -> (min, max) of its output: conv blocks, residual adds, concat
     weight_scales: dict  # conv layer name -> the (per-tensor) scale of its 8-bit weights
+    new_layers: tuple = ()  # the model's layers the official model does not have (a new classifier)
 
 
 def read_quantization(model, path) -> SourceQuantization:
     """The activation ranges and weight scales of the official quantized model at ``path``, mapped onto
     ``model`` (the same architecture at any input size or output stride, e.g. imported from ``path``).
+    A classifier for another number of classes (``logits``: a new head fine-tuned on these weights) has no
+    official quantization; it is left out, and named in ``new_layers``.
 
     A conv's range is that of the graph's conv output, which has its BatchNorm and ReLU fused: in the
     Keras model the last layer of the conv -> BatchNorm -> ReLU chain. Residual additions and the ASPP
@@ -457,11 +460,15 @@ def read_quantization(model, path) -> SourceQuantization:
     source = read_official_tflite(path, g)
     if not source.quantized:
         raise UserError(f"{source.path}: float weights, no 8-bit quantization to carry over")
-    pairs = _conv_pairs(model, source)
-    for layer, conv in pairs:
-        kernel = layer.depthwise_kernel if type(layer) is keras.layers.DepthwiseConv2D else layer.kernel
-        if tuple(kernel.shape) != conv.kernel.shape:
-            raise UserError(f"{source.path}: layer {layer.name} has kernel {list(kernel.shape)}, the graph's "
+    pairs, new_layers = [], []
+    for layer, conv in _conv_pairs(model, source):
+        kernel = tuple((layer.depthwise_kernel if type(layer) is keras.layers.DepthwiseConv2D else layer.kernel).shape)
+        if kernel == conv.kernel.shape:
+            pairs.append((layer, conv))
+        elif layer.name == "logits" and kernel[:-1] == conv.kernel.shape[:-1]:
+            new_layers.append(layer.name)
+        else:
+            raise UserError(f"{source.path}: layer {layer.name} has kernel {list(kernel)}, the graph's "
                             f"{conv.describe()}: not the architecture of this graph")
     ranges = {_block_output(layer).name: _tensor_range(g, g.operators[conv.op].outputs[0]) for layer, conv in pairs}
     for kind, op_type in ((keras.layers.Add, "ADD"), (keras.layers.Concatenate, "CONCATENATION")):
@@ -472,7 +479,7 @@ def read_quantization(model, path) -> SourceQuantization:
                             f"{kind.__name__} layers: not the architecture of this graph")
         ranges.update((layer.name, _tensor_range(g, g.operators[op].outputs[0])) for layer, op in zip(layers, ops))
     scales = {layer.name: float(g.quantization(g.operators[conv.op].inputs[1])[0].max()) for layer, conv in pairs}
-    return SourceQuantization(source.path, ranges, scales)
+    return SourceQuantization(source.path, ranges, scales, tuple(new_layers))
 
 
 def _block_output(layer):

@@ -99,7 +99,8 @@ def _range_variables(qat_model: keras.Model, input_name: str) -> dict:
 
 def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, batches) -> int:
     """Start the activation ranges of a fresh QAT model at what ``float_model`` (the model it was made
-    from) produces on ``batches`` of normalized images. Returns the number of ranges set.
+    from) produces on ``batches`` of normalized images, and its weight ranges at tfmot's own rule.
+    Returns the number of activation ranges set.
 
     tfmot starts every moving-average range at [-6, 6] and moves it with decay 0.999, so a short QAT
     fine-tuning keeps clipping wider tensors: logits clipped at 6 tie, and the arg-max falls to class 0.
@@ -116,10 +117,48 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, batches) 
         low = min(low, 0.0)  # a range must hold 0 (as tfmot's nudging assumes), and not be empty
         targets[name][0].assign(low)
         targets[name][1].assign(max(high, low + 1e-3))
+    for _, weight, quantizer, variables in _weight_quantizers(qat_model):
+        quantizer(weight, training=True, weights=variables)  # tfmot's own rule: min / max of the kernel
     return len(names)
 
 
-def apply_source_quantization(qat_model: keras.Model, quantization) -> int:
+def _weight_quantizers(qat_model: keras.Model):
+    """(wrapper, weight, quantizer, range variables) of every quantized weight of a QAT model.
+
+    Until its first training step a weight's range is tfmot's initial [-6, 6], far too coarse for
+    kernels: whoever sets ranges without training sets these too."""
+    for layer in qat_model.layers:
+        if isinstance(layer, quant_keras.QuantizeWrapper):
+            for weight, quantizer, variables in layer._weight_vars:
+                yield layer, weight, quantizer, variables
+
+
+class _FixedRangeQuantizer:
+    """A weight quantizer that fake-quantizes with its stored range in training too (tfmot's refits the
+    range to the kernel at every training step)."""
+
+    def __init__(self, quantizer):
+        self.quantizer = quantizer
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return self.quantizer(inputs, False, weights=weights, **kwargs)
+
+
+def freeze_weight_ranges(qat_model: keras.Model) -> int:
+    """Keep the weight ranges a QAT model has now through its training (e.g. an official model's weight
+    grids from apply_source_quantization); the weights train under that fixed grid. Call before the
+    training step is traced. Saved models are unaffected: their ranges are in the range variables.
+    Returns the number of weights frozen."""
+    frozen = 0
+    for layer in qat_model.layers:
+        if isinstance(layer, quant_keras.QuantizeWrapper):
+            layer._weight_vars = [(w, q if isinstance(q, _FixedRangeQuantizer) else _FixedRangeQuantizer(q), v)
+                                  for w, q, v in layer._weight_vars]
+            frozen += len(layer._weight_vars)
+    return frozen
+
+
+def apply_source_quantization(qat_model: keras.Model, quantization, keep_others=False) -> int:
     """Give a fresh QAT model (of weights imported from an official quantization-aware trained model) the
     quantization that model runs with (importer.read_quantization): its activation ranges, and its weight
     scales, so that the int8 export computes what the official model computes. Returns the ranges set.
@@ -130,6 +169,8 @@ def apply_source_quantization(qat_model: keras.Model, quantization) -> int:
     own range; a depthwise kernel (one range in tfmot) clips those few weights (at most 3 per tensor in the
     official models) instead, as re-gridding the whole tensor costs ~7 points of person IoU at 513.
     Ranges-preserving layers between the matched ones (pooling, resizes) take their input's range.
+    ``keep_others``: layers the official model lacks (a new classifier) keep the ranges they have (e.g.
+    calibrated), where otherwise they are an error.
     """
     input_name = qat_model.input.name.split(":")[0]
     targets = _range_variables(qat_model, input_name)
@@ -147,20 +188,19 @@ def apply_source_quantization(qat_model: keras.Model, quantization) -> int:
             continue
         low.assign(known[0])
         high.assign(known[1])
-    if missing:
-        raise UserError(f"{quantization.path}: no quantization range for the model's {', '.join(missing)}")
-    for layer in qat_model.layers:
-        if not isinstance(layer, quant_keras.QuantizeWrapper):
+    if missing and not keep_others:
+        hint = (" (a new classifier: quantization-aware training with --quantization-from calibrates it)"
+                if quantization.new_layers else "")
+        raise UserError(f"{quantization.path}: no quantization range for the model's {', '.join(missing)}{hint}")
+    for layer, weight, quantizer, variables in _weight_quantizers(qat_model):
+        quantizer(weight, training=True, weights=variables)  # tfmot's own ranges: min / max of the kernel
+        scale = quantization.weight_scales.get(layer.layer.name)
+        if scale is None:
             continue
-        for weight, quantizer, variables in layer._weight_vars:
-            quantizer(weight, training=True, weights=variables)  # tfmot's own ranges: min / max of the kernel
-            scale = quantization.weight_scales.get(layer.layer.name)
-            if scale is None:
-                continue
-            fitted = variables["max_var"].numpy()
-            grid = np.maximum(fitted, 127 * scale) if fitted.size > 1 else np.full_like(fitted, 127 * scale)
-            variables["max_var"].assign(grid)
-            variables["min_var"].assign(-grid)
+        fitted = variables["max_var"].numpy()
+        grid = np.maximum(fitted, 127 * scale) if fitted.size > 1 else np.full_like(fitted, 127 * scale)
+        variables["max_var"].assign(grid)
+        variables["min_var"].assign(-grid)
     return len(targets)
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     flip: bool = True
     label_map: dict = dataclasses.field(default_factory=dict)  # dataset class id -> model class id
     qat: bool = False
+    quantization_from: str | None = None  # QAT: start from (and keep) this official model's quantization
     seed: int = 0
     cache: bool = False
 
@@ -70,6 +71,11 @@ class TrainConfig:
             raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not 0 < self.min_scale <= self.max_scale:
             raise UserError(f"scale range must satisfy 0 < min <= max, got {self.min_scale}..{self.max_scale}")
+        if self.quantization_from is not None:
+            if not self.qat:
+                raise UserError("--quantization-from goes with --qat")
+            if not Path(self.quantization_from).is_file():
+                raise UserError(f"{self.quantization_from}: model file not found")
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -225,10 +231,11 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     start_epoch = int(epoch_var.numpy())
     if config.qat and not manager.latest_checkpoint:
-        from edge_deeplab.qat import calibrate_ranges
+        _start_quantization(net, float_net, config, source, aug)
+    if config.quantization_from:
+        from edge_deeplab.qat import freeze_weight_ranges
 
-        calibration = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
-        calibrate_ranges(net, float_net, (images for images, _ in calibration.take(CALIBRATION_BATCHES)))
+        freeze_weight_ranges(net)
     history = run.history()[:start_epoch]
     decayed = _decayed_variables(net)
     replicas = strategy.num_replicas_in_sync
@@ -300,6 +307,22 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
     elif run.chief:
         save_model(trained, output)
     return TrainResult(trained, output, history, start_epoch)
+
+
+def _start_quantization(net, float_net, config: TrainConfig, source, aug):
+    """The ranges a fresh QAT run starts from: calibrated on the first training batches and, with
+    ``quantization_from``, those of the official model the float weights were imported from wherever it
+    has them (lossless for those weights, and near it after a float fine-tuning; a new classifier keeps
+    its calibrated ones)."""
+    from edge_deeplab.qat import apply_source_quantization, calibrate_ranges
+
+    calibration = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
+    calibrate_ranges(net, float_net, (images for images, _ in calibration.take(CALIBRATION_BATCHES)))
+    if config.quantization_from:
+        from edge_deeplab.importer import read_quantization
+
+        quantization = read_quantization(float_net, config.quantization_from)
+        apply_source_quantization(net, quantization, keep_others=True)
 
 
 def final_model(net: keras.Model, config: DeepLabConfig, train_config: TrainConfig) -> keras.Model:

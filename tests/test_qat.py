@@ -71,3 +71,74 @@ def test_trained_qat_model_converts_to_full_integer_without_calibration(qat_run,
     assert abs(keras_score.miou() - int8_score.miou()) < 0.05
 
 
+
+
+def _kernel_range(model, layer_name):
+    """(range variable, kernel) of a QAT model's conv layer."""
+    wrapper = model.get_layer(f"quant_{layer_name}")
+    (kernel, _, variables), = wrapper._weight_vars
+    return variables["max_var"].numpy(), kernel.numpy()
+
+
+def test_qat_from_the_official_quantization_keeps_its_weight_grids(shared, tmp_path):
+    """--quantization-from: the run starts at the official model's ranges and trains under its weight grids
+    (tfmot alone refits every weight range to the kernel's extremes at each step); a new 2-class head,
+    which the official model lacks, starts from calibrated ranges."""
+    from edge_deeplab import importer
+    from edge_deeplab.model.deeplab import adapt, rebuild
+
+    official = shared("models", "official", "deeplabv3_mnv2_dm05_pascal_quant.tflite")
+    data = open_dataset(shared("data", "pennfudan", "PennFudanPed"), "pennfudan").subset("0:4")
+    imported, _ = importer.import_tflite(official)
+    model, fresh = adapt(rebuild(imported, input_size=(65, 65)), num_classes=2)
+    assert fresh == ["logits"]
+    quantization = importer.read_quantization(model, official)
+    assert quantization.new_layers == ("logits",) and "logits" not in quantization.weight_scales
+    config = TrainConfig(epochs=1, batch_size=2, qat=True, quantization_from=str(official), crop_size=65,
+                         max_resize=97, learning_rate=1e-3, optimizer="adam", freeze_bn=True)
+    result = train(model, data, tmp_path / "run", config, progress=False, log_epochs=False)
+
+    for name in ("block_3_depthwise", "expanded_conv_depthwise"):  # per-tensor ranges: exactly the official grid
+        high, kernel = _kernel_range(result.model, name)
+        assert high == pytest.approx(127 * quantization.weight_scales[name], rel=1e-6)
+        assert high != pytest.approx(np.abs(kernel).max(), rel=1e-3)  # not what tfmot's refit would give
+        assert np.abs(kernel - model.get_layer(name).depthwise_kernel.numpy()).max() > 1e-4  # it did train
+    high, _ = _kernel_range(result.model, "block_3_project")  # per-channel: at least the official grid
+    assert np.all(high >= 127 * quantization.weight_scales["block_3_project"] * (1 - 1e-6))
+
+    def activation_range(name):
+        return [float(w.numpy()) for w in result.model.get_layer(f"quant_{name}").weights
+                if w.name.endswith(("_min:0", "_max:0")) and "kernel" not in w.name]
+
+    # activation ranges start at the official ones and move slowly (moving average): still near them
+    official_concat = quantization.activation_ranges["aspp_concat"]
+    assert activation_range("aspp_concat") == pytest.approx(official_concat, rel=0.05, abs=0.05)
+    # the new head's range was calibrated (tfmot's initial one is [-6, 6])
+    low, high = activation_range("logits")
+    assert low < 0 < high and (low, high) != pytest.approx((-6, 6), abs=1e-3)
+
+
+def test_a_new_head_has_no_official_quantization_to_convert_with(shared):
+    """Post-training conversion with --quantization-from cannot quantize a head the official model lacks."""
+    from edge_deeplab import importer
+    from edge_deeplab.errors import UserError
+    from edge_deeplab.model.deeplab import adapt, rebuild
+    from edge_deeplab.qat import apply_source_quantization, quantize_deeplab
+
+    official = shared("models", "official", "deeplabv3_mnv2_dm05_pascal_quant.tflite")
+    imported, _ = importer.import_tflite(official)
+    model, _ = adapt(rebuild(imported, input_size=(65, 65)), num_classes=2)
+    expected = "no quantization range for the model's logits, upsample_logits .*new classifier"
+    with pytest.raises(UserError, match=expected):
+        apply_source_quantization(quantize_deeplab(model), importer.read_quantization(model, official))
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(quantization_from="official.tflite"), "goes with --qat"),
+    (dict(qat=True, quantization_from="/nonexistent/official.tflite"), "model file not found"),
+])
+def test_quantization_from_is_checked(changes, message):
+    from edge_deeplab.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        TrainConfig(**changes)
