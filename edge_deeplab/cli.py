@@ -644,14 +644,14 @@ def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration
     """
     from edge_deeplab.convert import ConvertOptions
     from edge_deeplab.convert import convert as convert_model
-    from edge_deeplab.runtime import _read_labels_file
+    from edge_deeplab.runtime import read_labels_file
     from edge_deeplab.tflite_report import format_report
 
     options = ConvertOptions(
         quantize=quantize, io=io_type, output=head, argmax_stride=argmax_stride, calibration=calibration,
         num_calibration=num_calibration, synthetic_calibration=synthetic_calibration,
         quantization_from=quantization_from, float_stem=float_stem,
-        labels=_read_labels_file(labels_file) if labels_file else None, name=name, version=model_version,
+        labels=read_labels_file(labels_file) if labels_file else None, name=name, version=model_version,
         metadata=metadata, samples=samples, num_samples=num_samples, num_threads=threads)
     result = convert_model(model, out_path, options)
     if as_json:

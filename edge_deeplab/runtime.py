@@ -214,7 +214,7 @@ class SegmentationModel:
             raise UserError(f"{bad} (output batch {shape[0]}; expected 1)")
 
         if isinstance(labels, (str, Path)):
-            labels = _read_labels_file(labels)
+            labels = read_labels_file(labels)
         labels = list(labels) if labels else (meta.labels if meta else None)
         if labels and num_classes and len(labels) != num_classes:
             raise UserError(f"{self.path}: {len(labels)} labels for a model with {num_classes} classes")
@@ -362,7 +362,8 @@ def _as_bgr(image):
     raise UserError(f"image must be HxW, HxWx3 or HxWx4; got shape {image.shape}")
 
 
-def _read_labels_file(path):
+def read_labels_file(path) -> list:
+    """Class names from a labels file (one per line, as TFLite metadata's), or a one-line error."""
     try:
         labels = parse_labels(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
