@@ -26,12 +26,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from edge_deeplab.errors import UserError
+from edge_deeplab.model.deeplab import is_qat_model
 
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 IO_TYPES = ("float", "uint8", "int8")
@@ -172,12 +172,6 @@ def with_source_quantization(model, official_path):
     return qat_model
 
 
-def is_qat(model) -> bool:
-    """Whether ``model`` is fake-quantized by tfmot (its layers wrapped for quantization-aware training)."""
-    return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
-               for layer in model.layers)
-
-
 def logits_layer(model):
     """The 1x1 logits conv (output-stride resolution); in a QAT model it is wrapped as quant_logits."""
     for name in ("logits", "quant_logits"):
@@ -247,15 +241,9 @@ def _resize_bilinear(x, size):
 # ------------------------------------------------------------------------------------- images
 def model_input(image_rgb, input_size, resize="letterbox"):
     """An RGB uint8 image fitted to the model input as the runtime does it, normalized: [1, H, W, 3] float32."""
-    from edge_deeplab.runtime import Placement
+    from edge_deeplab.runtime import normalized_input
 
-    h, w = input_size
-    p = Placement.fit(image_rgb.shape[:2], (h, w), resize)
-    if (p.height, p.width) != image_rgb.shape[:2]:
-        image_rgb = cv2.resize(image_rgb, (p.width, p.height), interpolation=cv2.INTER_LINEAR)
-    x = np.zeros((1, h, w, 3), np.float32)  # normalized 0 is the mean pixel: the letterbox padding
-    x[0, p.top:p.top + p.height, p.left:p.left + p.width] = image_rgb / np.float32(127.5) - 1
-    return x
+    return normalized_input(image_rgb, input_size, resize)[0]
 
 
 def calibration_images(options: ConvertOptions, input_size):
@@ -388,7 +376,7 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
         raise UserError(f"{output_path}: the converted model is written as a .tflite file")
     options.validate()
     model = load_source(source)
-    qat = is_qat(model)
+    qat = is_qat_model(model)
     options.validate_for(qat)
     keras_model = model  # what the report compares the .tflite with: the float model, or the QAT one as trained
     if options.quantization_from:

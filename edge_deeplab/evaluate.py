@@ -20,7 +20,7 @@ from tqdm import tqdm
 from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
 from edge_deeplab.errors import UserError
 from edge_deeplab.metrics import ConfusionMatrix
-from edge_deeplab.runtime import Placement
+from edge_deeplab.runtime import normalized_input
 
 
 @dataclasses.dataclass
@@ -73,29 +73,22 @@ def keras_predictor(model, output_stride=None, resize="letterbox") -> Predictor:
     rebuilds a float model at another output stride (same weights)."""
     import tensorflow as tf
 
-    from edge_deeplab.model.deeplab import rebuild
+    from edge_deeplab.model.deeplab import is_qat_model, rebuild
 
     if not hasattr(model, "predict"):
         from edge_deeplab.qat import load_any_model
 
         model = load_any_model(model)
     if output_stride:
-        from edge_deeplab.qat import is_qat_model
-
         if is_qat_model(model):
             raise UserError("the output stride of a quantization-aware (QAT) model cannot be changed")
         model = rebuild(model, output_stride=int(output_stride))
     _, H, W, _ = model.input_shape
-    buffer = np.zeros((1, H, W, 3), np.float32)  # normalized 0 is the mean pixel: the letterbox padding
     run = tf.function(lambda x: model(x, training=False))
 
     def predict(rgb):
-        p = Placement.fit(rgb.shape[:2], (H, W), resize)
-        buffer.fill(0)
-        fitted = rgb if (p.height, p.width) == rgb.shape[:2] else cv2.resize(rgb, (p.width, p.height),
-                                                                             interpolation=cv2.INTER_LINEAR)
-        buffer[0, p.top:p.top + p.height, p.left:p.left + p.width] = fitted / np.float32(127.5) - 1
-        logits = run(tf.constant(buffer))[0].numpy()
+        x, p = normalized_input(rgb, (H, W), resize)
+        logits = run(tf.constant(x))[0].numpy()
         labels = logits[p.top:p.top + p.height, p.left:p.left + p.width].argmax(-1).astype(np.uint8)
         return cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
 

@@ -387,7 +387,7 @@ def _check_layer(layer, conv: SourceConv, path):
     import tf_keras as keras
 
     depthwise = type(layer) is keras.layers.DepthwiseConv2D
-    expected_kernel = tuple(layer.depthwise_kernel.shape if depthwise else layer.kernel.shape)
+    expected_kernel = _kernel_shape(layer)
     pointwise = expected_kernel[:2] == (1, 1)  # padding does not matter for a 1x1 kernel
     ours = (depthwise, expected_kernel, layer.strides[0], layer.dilation_rate[0],
             "any" if pointwise else layer.padding, _keras_activation(layer))
@@ -400,6 +400,12 @@ def _check_layer(layer, conv: SourceConv, path):
             f"graph's {conv.describe()}")
 
 
+def _kernel_shape(layer) -> tuple:
+    import tf_keras as keras
+
+    return tuple((layer.depthwise_kernel if type(layer) is keras.layers.DepthwiseConv2D else layer.kernel).shape)
+
+
 def _following_batch_norm(layer):
     import tf_keras as keras
 
@@ -407,16 +413,22 @@ def _following_batch_norm(layer):
     return nxt[0] if len(nxt) == 1 and type(nxt[0]) is keras.layers.BatchNormalization else None
 
 
-def _keras_activation(layer) -> str:
-    """The activation applied to a conv's output in the Keras graph (after its BatchNorm, if any)."""
+def _fused_chain(layer):
+    """(the last of conv -> [BatchNorm], the ReLU after it or None): what a TFLite graph fuses into one conv."""
     import tf_keras as keras
 
     after = _following_batch_norm(layer) or layer
     relus = [node.outbound_layer for node in after._outbound_nodes
              if type(node.outbound_layer) is keras.layers.ReLU]
-    if not relus:
+    return after, (relus[0] if relus else None)
+
+
+def _keras_activation(layer) -> str:
+    """The activation applied to a conv's output in the Keras graph (after its BatchNorm, if any)."""
+    relu = _fused_chain(layer)[1]
+    if relu is None:
         return "none"
-    return "relu6" if relus[0].max_value is not None and float(relus[0].max_value) == 6.0 else "relu"
+    return "relu6" if relu.max_value is not None and float(relu.max_value) == 6.0 else "relu"
 
 
 def _identity_batch_norm(bias, epsilon):
@@ -462,7 +474,7 @@ def read_quantization(model, path) -> SourceQuantization:
         raise UserError(f"{source.path}: float weights, no 8-bit quantization to carry over")
     pairs, new_layers = [], []
     for layer, conv in _conv_pairs(model, source):
-        kernel = tuple((layer.depthwise_kernel if type(layer) is keras.layers.DepthwiseConv2D else layer.kernel).shape)
+        kernel = _kernel_shape(layer)
         if kernel == conv.kernel.shape:
             pairs.append((layer, conv))
         elif layer.name == "logits" and kernel[:-1] == conv.kernel.shape[:-1]:
@@ -484,11 +496,8 @@ def read_quantization(model, path) -> SourceQuantization:
 
 def _block_output(layer):
     """The last layer of ``layer`` -> [BatchNorm] -> [ReLU]: where the graph's fused conv output is."""
-    import tf_keras as keras
-
-    after = _following_batch_norm(layer) or layer
-    nxt = [node.outbound_layer for node in after._outbound_nodes]
-    return nxt[0] if len(nxt) == 1 and type(nxt[0]) is keras.layers.ReLU else after
+    after, relu = _fused_chain(layer)
+    return relu or after
 
 
 def _tensor_range(g: TFLiteGraph, tensor: int):

@@ -1,5 +1,5 @@
-"""Quantization-aware training stage (tfmot): make a DeepLab model fake-quantized, save / load it, and
-check what the converter makes of it.
+"""Quantization-aware training stage (tfmot): make a DeepLab model fake-quantized, set its ranges (calibrated,
+or an official model's), save / load it. Its int8 export is convert.convert (no calibration set).
 
 tfmot's registry knows every layer the builder uses except BilinearResize (our corner-aligned resize);
 it is annotated here with an output-only 8-bit config, like the one tfmot uses for its own resizes.
@@ -17,7 +17,6 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from edge_deeplab import tflite_report
 from edge_deeplab.config import DeepLabConfig
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import atomic_path
@@ -117,8 +116,7 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, batches) 
         low = min(low, 0.0)  # a range must hold 0 (as tfmot's nudging assumes), and not be empty
         targets[name][0].assign(low)
         targets[name][1].assign(max(high, low + 1e-3))
-    for _, weight, quantizer, variables in _weight_quantizers(qat_model):
-        quantizer(weight, training=True, weights=variables)  # tfmot's own rule: min / max of the kernel
+    _fit_weight_ranges(qat_model)
     return len(names)
 
 
@@ -131,6 +129,12 @@ def _weight_quantizers(qat_model: keras.Model):
         if isinstance(layer, quant_keras.QuantizeWrapper):
             for weight, quantizer, variables in layer._weight_vars:
                 yield layer, weight, quantizer, variables
+
+
+def _fit_weight_ranges(qat_model: keras.Model):
+    """Set every weight range by tfmot's own rule (the kernel's min / max), as its first training step would."""
+    for _, weight, quantizer, variables in _weight_quantizers(qat_model):
+        quantizer(weight, training=True, weights=variables)
 
 
 class _FixedRangeQuantizer:
@@ -192,8 +196,8 @@ def apply_source_quantization(qat_model: keras.Model, quantization, keep_others=
         hint = (" (a new classifier: quantization-aware training with --quantization-from calibrates it)"
                 if quantization.new_layers else "")
         raise UserError(f"{quantization.path}: no quantization range for the model's {', '.join(missing)}{hint}")
-    for layer, weight, quantizer, variables in _weight_quantizers(qat_model):
-        quantizer(weight, training=True, weights=variables)  # tfmot's own ranges: min / max of the kernel
+    _fit_weight_ranges(qat_model)
+    for layer, _, _, variables in _weight_quantizers(qat_model):
         scale = quantization.weight_scales.get(layer.layer.name)
         if scale is None:
             continue
@@ -202,10 +206,6 @@ def apply_source_quantization(qat_model: keras.Model, quantization, keep_others=
         variables["max_var"].assign(grid)
         variables["min_var"].assign(-grid)
     return len(targets)
-
-
-def is_qat_model(model: keras.Model) -> bool:
-    return any(isinstance(layer, quant_keras.QuantizeWrapper) for layer in model.layers)
 
 
 def save_qat_model(model: keras.Model, path) -> Path:
@@ -231,18 +231,3 @@ def load_any_model(path) -> keras.Model:
             if CONFIG_ATTR in f.attrs:
                 model.deeplab_config = DeepLabConfig.from_dict(json.loads(f.attrs[CONFIG_ATTR]))
     return model
-
-
-def int8_tflite(qat_model: keras.Model, io_type=tf.uint8) -> bytes:
-    """A full-integer .tflite of a trained QAT model (no calibration data: the ranges are learnt),
-    with ``io_type`` (tf.uint8, tf.int8 or tf.float32) input and output."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    # No target_spec.supported_ops = [TFLITE_BUILTINS_INT8]: TF 2.21 validates that setting once with no
-    # graph (its conversion metrics), misses the fake-quant ops and demands a representative dataset.
-    # The fake-quant ranges make the model full integer anyway (tests/test_qat.py checks it).
-    converter.inference_input_type = io_type
-    converter.inference_output_type = io_type
-    content = converter.convert()
-    tflite_report.check_input_scale(tflite_report.Graph(content, "the QAT model's .tflite"))
-    return content

@@ -145,6 +145,19 @@ class Placement:
         return Placement(top, left, max(1, bottom - top), max(1, right - left))
 
 
+def normalized_input(image_rgb: np.ndarray, input_hw, mode="letterbox"):
+    """An RGB uint8 image fitted into a float model's input as the runtime fits it, DeepLab-normalized
+    (x / 127.5 - 1; the padding is 0, the mean pixel): ([1, H, W, 3] float32, Placement). For Keras models,
+    which take the float image."""
+    h, w = input_hw
+    p = Placement.fit(image_rgb.shape[:2], (h, w), mode)
+    if (p.height, p.width) != image_rgb.shape[:2]:
+        image_rgb = cv2.resize(image_rgb, (p.width, p.height), interpolation=cv2.INTER_LINEAR)
+    x = np.zeros((1, h, w, 3), np.float32)
+    x[0, p.top:p.top + p.height, p.left:p.left + p.width] = image_rgb / np.float32(127.5) - 1
+    return x, p
+
+
 @dataclass
 class SegmentationResult:
     mask: np.ndarray  # HxW uint8 class ids at the size of the input image

@@ -9,8 +9,9 @@ pytest.importorskip("tensorflow_model_optimization")
 from edge_deeplab.config import DeepLabConfig  # noqa: E402
 from edge_deeplab.datasets import open_dataset  # noqa: E402
 from edge_deeplab.evaluate import evaluate, keras_predictor, tflite_predictor  # noqa: E402
-from edge_deeplab.model.deeplab import build_deeplab  # noqa: E402
-from edge_deeplab.qat import int8_tflite, is_qat_model, load_any_model  # noqa: E402
+from edge_deeplab.model.deeplab import build_deeplab, is_qat_model  # noqa: E402
+from edge_deeplab.convert import ConvertOptions, export_model, tflite_bytes  # noqa: E402
+from edge_deeplab.qat import load_any_model  # noqa: E402
 from edge_deeplab.tflite_report import EXPECTED_INPUT_SCALE  # noqa: E402
 from edge_deeplab.train import TrainConfig, train  # noqa: E402
 
@@ -53,7 +54,8 @@ def test_qat_training_gives_a_saved_batch1_qat_model(qat_run):
 
 def test_trained_qat_model_converts_to_full_integer_without_calibration(qat_run, tmp_path):
     root, result, dataset = qat_run
-    content = int8_tflite(load_any_model(result.output))
+    content = tflite_bytes(export_model(load_any_model(result.output)),  # convert's QAT path
+                           ConvertOptions(quantize="int8", io="uint8"), qat=True, progress=False)
     path = tmp_path / "qat_int8.tflite"
     path.write_bytes(content)
     from ai_edge_litert.interpreter import Interpreter

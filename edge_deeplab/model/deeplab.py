@@ -158,6 +158,13 @@ def save_model(model: keras.Model, path) -> Path:
     return path
 
 
+def is_qat_model(model: keras.Model) -> bool:
+    """Whether ``model`` is fake-quantized by tfmot (its layers wrapped for quantization-aware training).
+    Told by class name, so that asking needs no tfmot import."""
+    return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+               for layer in model.layers)
+
+
 def load_model(path, compile=False) -> keras.Model:
     """Load a model saved by save_model (or any .keras / .h5 model using this project's layers)."""
     path = Path(path)
