@@ -365,8 +365,8 @@ def command_line(ctx) -> str:
 @click.option("--android-arg", "android_args", multiple=True,
               help="Extra benchmark_model flag, e.g. --android-arg=--gpu_precision_loss_allowed=false.")
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset folder: measure mIOU beside latency.")
-@click.option("--format", "data_format", type=click.Choice(["pennfudan", "voc", "cityscapes"]),
-              help="Format of the --data dataset.")
+@click.option("--format", "data_format", type=click.Choice(["pennfudan", "voc", "cityscapes", "camvid"]),
+              help="Format of the --data dataset (its val split for voc, cityscapes and camvid).")
 @click.option("--subset", "data_subset", help="Score only this part of --data: start:stop[:step] of the sorted "
                                               "images (e.g. held-out 1::2) or a .txt list of image names.")
 @click.option("--max-images", type=click.IntRange(min=1), help="Score only the first N images of --data.")
@@ -405,7 +405,7 @@ def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, bench
     data_spec = None
     if data:
         if not data_format:
-            raise UserError("--data needs --format (pennfudan, voc or cityscapes)")
+            raise UserError("--data needs --format (pennfudan, voc, cityscapes or camvid)")
         data_spec = DataSpec(data, data_format, max_images, data_subset, parse_class_map(class_map), default_class)
     settings = dict(threads=parse_threads(threads), delegate=delegate, runs=runs, warmup=warmup,
                     baselines=baselines, data=data_spec, binary=benchmark_binary, android_args=android_args,
@@ -428,12 +428,13 @@ def dataset_options(f):
         click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
                      help="Dataset folder."),
         click.option("--format", "data_format", required=True,
-                     type=click.Choice(["voc", "cityscapes", "folder", "pennfudan"]),
+                     type=click.Choice(["voc", "cityscapes", "camvid", "folder", "pennfudan"]),
                      help="voc: JPEGImages + SegmentationClass + ImageSets; cityscapes: leftImg8bit + gtFine; "
-                          "folder: images/ + masks/ (index PNGs, same names); pennfudan: PNGImages + PedMasks "
-                          "(mask > 0 -> class 1, person)."),
-        click.option("--split", help="voc / cityscapes split (voc: a name in ImageSets/Segmentation or a list "
-                                     "file such as SBD's train_aug.txt)."),
+                          "camvid: SegNet's train/ + trainannot/, val/ + valannot/ (11 classes, 11 = Unlabelled "
+                          "ignored); folder: images/ + masks/ (index PNGs, same names); pennfudan: PNGImages + "
+                          "PedMasks (mask > 0 -> class 1, person)."),
+        click.option("--split", help="voc / cityscapes / camvid split [train for `train`, val for `eval`] (voc: "
+                                     "a name in ImageSets/Segmentation or a list file such as SBD's train_aug.txt)."),
         click.option("--subset", help="Part of the (sorted) images: start:stop[:step], e.g. 0::2, or a .txt "
                                       "list of image names."),
         click.option("--data-classes", help="folder format: the number of classes, or their names (a,b,c)."),
@@ -480,6 +481,12 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
               help="sgd: momentum 0.9, as DeepLab.")
 @click.option("--weight-decay", type=float, default=4e-5, show_default=True, help="L2 on convolution kernels.")
 @click.option("--freeze-bn", is_flag=True, help="Keep batch norm fixed (for small batches).")
+@click.option("--recalibrate-bn/--no-recalibrate-bn", default=True, show_default=True,
+              help="Trainable batch norm: first re-estimate its statistics on training batches, keeping the model's "
+                   "function (imported weights carry folded batch norms that training mode would break).")
+@click.option("--class-weights", metavar="median-frequency|FILE",
+              help="Weight the loss per class: median-frequency (computed on the training masks, as SegNet does) "
+                   "or a file of one weight per model class [none].")
 @click.option("--train-output-stride", type=click.Choice(["8", "16", "32"]),
               help="Train at this output stride (e.g. 16, faster); the saved model keeps its own.")
 @click.option("--max-resize", type=click.IntRange(min=1),
@@ -500,15 +507,18 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker", "tpu"]), default="default",
               show_default=True, help="tf.distribute strategy (multi-worker reads $TF_CONFIG).")
 @click.option("--tpu", help="TPU name or address for --strategy tpu.")
-@click.option("--val-subset", help="Evaluate this subset of the same dataset (start:stop[:step]) after every epoch.")
+@click.option("--val-split", help="Evaluate this split of the dataset (e.g. val) after every epoch.")
+@click.option("--val-subset", help="Evaluate this subset (start:stop[:step]) of the training split, or of --val-split, "
+                                   "after every epoch.")
 @click.option("--val-class-map", multiple=True, metavar="MODEL:DATA", help="Model -> dataset classes for validation.")
 @click.option("--val-default-class", type=int, help="Dataset class of model classes not in --val-class-map.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp, decoder,
           weights, data_dir, data_format, split, subset, data_classes, skip_bad, run_dir, output, epochs,
-          batch_size, crop_size, learning_rate, end_lr, optimizer, weight_decay, freeze_bn, train_output_stride,
+          batch_size, crop_size, learning_rate, end_lr, optimizer, weight_decay, freeze_bn, recalibrate_bn,
+          class_weights, train_output_stride,
           max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, quantization_from, strategy, tpu,
-          val_subset, val_class_map, val_default_class, progress):
+          val_split, val_subset, val_class_map, val_default_class, progress):
     """Train or fine-tune a DeepLab model (float, or quantization-aware with --qat)."""
     from edge_deeplab.datasets import parse_class_map
     from edge_deeplab.train import TrainConfig, make_strategy
@@ -516,11 +526,13 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
 
     dataset = open_dataset_from_options(data_dir, data_format, split, subset, data_classes, skip_bad, "train")
     val = None
-    if val_subset:
-        val = open_dataset_from_options(data_dir, data_format, split, val_subset, data_classes, skip_bad, "train")
+    if val_subset or val_split:
+        val = open_dataset_from_options(data_dir, data_format, val_split or split, val_subset, data_classes,
+                                        skip_bad, "train")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, crop_size=parse_size(crop_size),
                          learning_rate=learning_rate, end_learning_rate=end_lr, optimizer=optimizer,
-                         weight_decay=weight_decay, freeze_bn=freeze_bn,
+                         weight_decay=weight_decay, freeze_bn=freeze_bn, recalibrate_bn=recalibrate_bn,
+                         class_weights=class_weights,
                          output_stride=int(train_output_stride) if train_output_stride else None,
                          max_resize=max_resize, min_scale=min_scale, max_scale=max_scale, flip=flip,
                          label_map=parse_class_map(label_map), qat=qat, quantization_from=quantization_from,
@@ -623,7 +635,8 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
               help="int8 with the 3-channel stem conv left in float32 (needs --io float): faster on x86 CPUs "
                    "without VNNI, where int8 kernels pad its 3 input channels to 8.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
-              help="Class names, one per line, for the metadata [PASCAL VOC for 21 classes, else class_<i>].")
+              help="Class names, one per line, for the metadata [the model's own (a model trained on a dataset "
+                   "carries its class names), else PASCAL VOC for 21 classes, else class_<i>].")
 @click.option("--samples", type=click.Path(file_okay=False),
               help="Images to compare the .tflite with the Keras model on [the calibration images, else synthetic].")
 @click.option("--num-samples", type=click.IntRange(min=1), default=4, show_default=True)

@@ -34,6 +34,7 @@ class DeepLabConfig:
     width_rounding: str = "deeplab"
     dropout: float = 0.1  # after the ASPP projection, as DeepLab trains (keep_prob 0.9)
     name: str = ""
+    class_names: tuple = ()  # names of the classes, when known (they go into the .tflite metadata)
 
     def __post_init__(self):
         size = self.input_size
@@ -41,6 +42,7 @@ class DeepLabConfig:
             size = (size, size)
         object.__setattr__(self, "input_size", tuple(int(s) for s in size))
         object.__setattr__(self, "depth_multiplier", float(self.depth_multiplier))
+        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names or ()))
         if self.aspp is None:
             object.__setattr__(self, "aspp", "mobile" if self.backbone == "mobilenetv2" else "separable")
         self.validate()
@@ -58,6 +60,8 @@ class DeepLabConfig:
             raise UserError(f"width_rounding must be 'deeplab' or 'keras', got {self.width_rounding!r}")
         if self.num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise UserError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         h, w = self.input_size
         if len(self.input_size) != 2 or min(h, w) < 32:
             raise UserError(f"input size must be two sizes of at least 32 pixels, got {self.input_size}")
@@ -81,11 +85,14 @@ class DeepLabConfig:
         return f"deeplab_{bb}_os{self.output_stride}{dec}_{size}"
 
     def replace(self, **changes) -> "DeepLabConfig":
+        if changes.get("num_classes", self.num_classes) != self.num_classes and "class_names" not in changes:
+            changes["class_names"] = ()  # another head: its classes are not the old ones
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["input_size"] = list(self.input_size)
+        d["class_names"] = list(self.class_names)
         return d
 
     @classmethod

@@ -52,7 +52,7 @@ class ConvertOptions:
     synthetic_calibration: bool = False  # smooth random images: for speed measurements only
     float_stem: bool = False  # int8 except the 3-channel stem conv (faster on x86 without VNNI; float input)
     resize: str = "letterbox"  # how calibration / sample images are fitted to the input (as the runtime)
-    labels: list | None = None  # class names (default: PASCAL VOC for 21 classes, else class_<i>)
+    labels: list | None = None  # class names (default: the model's, else PASCAL VOC for 21 classes, else class_<i>)
     name: str | None = None
     version: str = "1"
     metadata: bool = True
@@ -330,6 +330,12 @@ def _first_line(error):
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 
+def model_class_names(model) -> tuple:
+    """The class names the model carries (trained on a dataset that names its classes), else ()."""
+    config = getattr(model, "deeplab_config", None)
+    return config.class_names if config is not None else ()
+
+
 def default_labels(num_classes):
     if num_classes == 21:
         from edge_deeplab.datasets import VOC_CLASSES
@@ -382,7 +388,7 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
     if options.quantization_from:
         model, qat = with_source_quantization(model, options.quantization_from), True
     num_classes = int(model.output_shape[-1])
-    labels = list(options.labels) if options.labels else default_labels(num_classes)
+    labels = list(options.labels or model_class_names(keras_model) or default_labels(num_classes))
     if len(labels) != num_classes:
         raise UserError(f"{len(labels)} labels for a model with {num_classes} classes")
 

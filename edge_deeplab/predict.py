@@ -14,7 +14,7 @@ import numpy as np
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import atomic_path, write_json_atomic
 from edge_deeplab.visualize import (class_names, class_shares, draw_legend, legend_entries, overlay,
-                                   write_palette_png)
+                                   palette_for, write_palette_png)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -64,12 +64,13 @@ def predict_image(model, image_path, output_dir, stem=None, alpha=0.5, legend=Tr
     result = model.segment(image)
     output_dir, stem = Path(output_dir), stem or Path(image_path).stem
     names = class_names(model.info.labels, model.info.num_classes)
+    palette = palette_for(names)
     mask_path, overlay_path = output_dir / f"{stem}_mask.png", output_dir / f"{stem}_overlay.jpg"
 
-    write_palette_png(mask_path, result.mask)
-    blended = overlay(image, result.mask, alpha)
+    write_palette_png(mask_path, result.mask, palette.rgb)
+    blended = overlay(image, result.mask, alpha, palette)
     if legend:
-        draw_legend(blended, legend_entries(result.mask, names))
+        draw_legend(blended, legend_entries(result.mask, names, background=palette.background), palette=palette)
     with atomic_path(overlay_path) as tmp:
         if not cv2.imwrite(str(tmp), blended):
             raise UserError(f"{overlay_path}: cannot write image")

@@ -2,7 +2,9 @@
 
 A run lives in a run directory: ``run.json`` (the settings), ``checkpoints/`` (weights, optimizer, step
 and epoch after every epoch; the checkpoint index is replaced atomically, so a crash leaves the previous
-epoch's checkpoint intact), ``history.json``, TensorBoard ``logs/`` and the final ``model.keras``.
+epoch's checkpoint intact), ``history.json``, TensorBoard ``logs/``, the final ``model.keras`` and, when
+validating after every epoch, ``best.keras``: the model of the epoch with the best validation mIOU (QAT:
+``model_qat.h5``, ``best_qat.h5``).
 Starting again with the same run directory resumes after the last completed epoch. The data order and
 augmentations of an epoch depend only on (seed, epoch) (see pipeline.py), so a resumed run sees what an
 uninterrupted one would have seen; only dropout masks are not replayed.
@@ -26,7 +28,7 @@ import tf_keras as keras
 from tqdm import tqdm
 
 from edge_deeplab.config import DeepLabConfig
-from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset
+from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_weights
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import write_json_atomic
 from edge_deeplab.model.deeplab import build_deeplab, model_config, save_model
@@ -35,6 +37,7 @@ from edge_deeplab.pipeline import Augment, SampleSource, training_dataset
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 OPTIMIZERS = ("sgd", "adam")
 CALIBRATION_BATCHES = 8  # batches that set the activation ranges a QAT run starts from
+BN_RECALIBRATION_BATCHES = 16  # batches that re-estimate batch-norm statistics before unfrozen training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,11 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 4e-5  # L2 on conv kernels, as DeepLab's l2_regularizer
     freeze_bn: bool = False  # keep batch-norm statistics and scales fixed (small batches)
+    # Trainable batch norm on a fresh float run first re-estimates every batch norm's statistics on training
+    # batches, keeping the model's function: imported weights carry folded (identity) batch norms whose
+    # statistics are nothing like a batch's, and training mode would otherwise start from another network.
+    recalibrate_bn: bool = True
+    class_weights: str | None = None  # none | median-frequency | a file of one weight per class
     output_stride: int | None = None  # train at this output stride (e.g. 16), save at the model's own
     max_resize: int | None = None  # scale images to this longer side before the random scaling
     min_scale: float = 0.5
@@ -125,13 +133,17 @@ def variant(model: keras.Model, config: DeepLabConfig, free_batch=False) -> kera
     return new
 
 
-def segmentation_loss(labels, logits):
-    """Mean softmax cross entropy over the pixels that are not ignore."""
+def segmentation_loss(labels, logits, class_weights=None):
+    """Mean softmax cross entropy over the pixels that are not ignore; with ``class_weights`` (one per
+    class) each pixel counts with its class's weight and the mean is over the weights (so a weighting
+    changes the balance between classes, not the scale of the loss)."""
     valid = tf.not_equal(labels, IGNORE_LABEL)
     safe = tf.where(valid, labels, 0)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
-    valid = tf.cast(valid, tf.float32)
-    return tf.reduce_sum(ce * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+    weight = tf.cast(valid, tf.float32)
+    if class_weights is not None:
+        weight *= tf.gather(tf.constant(class_weights, tf.float32), safe)
+    return tf.reduce_sum(ce * weight) / tf.maximum(tf.reduce_sum(weight), 1e-6)
 
 
 def _decayed_variables(model):
@@ -176,6 +188,10 @@ class Run:
         elif self.chief:
             write_json_atomic(self.settings, settings)
 
+    def best_model(self, qat: bool) -> Path:
+        """The model of the epoch with the best validation mIOU so far (model selection)."""
+        return self.dir / ("best_qat.h5" if qat else "best.keras")
+
     def history(self) -> list:
         return json.loads(self.history_file.read_text()) if self.history_file.exists() else []
 
@@ -202,9 +218,12 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
     output = Path(output) if output else run.dir / ("model_qat.h5" if config.qat else "model.keras")
     if output.suffix != (".h5" if config.qat else ".keras"):
         raise UserError(f"{output}: {'QAT models are saved as .h5' if config.qat else 'models are saved as .keras'}")
+    model_cfg = _with_class_names(model_cfg, dataset, config)
     source = SampleSource(dataset, model_cfg.num_classes, config.label_map, cache=config.cache)
+    weights = class_weights(config.class_weights, dataset, model_cfg.num_classes, config.label_map)
     run.check_settings({"train": config.to_dict(), "model": model_cfg.to_dict(), "dataset": dataset.name,
-                        "samples": len(dataset.pairs)})
+                        "samples": len(dataset.pairs),
+                        "class_weights": None if weights is None else [round(float(w), 6) for w in weights]})
     steps_per_epoch = len(source) // config.batch_size
     total_steps = config.epochs * steps_per_epoch
     aug = Augment(crop, config.max_resize, config.min_scale, config.max_scale, config.flip)
@@ -232,6 +251,9 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
     start_epoch = int(epoch_var.numpy())
     if config.qat and not manager.latest_checkpoint:
         _start_quantization(net, float_net, config, source, aug)
+    elif not (config.qat or config.freeze_bn or manager.latest_checkpoint) and config.recalibrate_bn:
+        batches = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
+        recalibrate_batch_norm(net, (images for images, _ in batches.take(BN_RECALIBRATION_BATCHES)))
     if config.quantization_from:
         from edge_deeplab.qat import freeze_weight_ranges
 
@@ -242,7 +264,7 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            loss = segmentation_loss(labels, net(images, training=True))
+            loss = segmentation_loss(labels, net(images, training=True), weights)
             l2 = tf.add_n([tf.nn.l2_loss(v) for v in decayed]) if decayed else 0.0
             total = (loss + config.weight_decay * l2) / replicas
         grads = tape.gradient(total, net.trainable_variables)
@@ -288,6 +310,8 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
             result = evaluate(keras_predictor(final_model(net, model_cfg, config)), val_dataset,
                               class_map=val_class_map, default_class=val_default_class, progress=False)
             record["val_miou"] = result.matrix.miou()
+            if run.chief and record["val_miou"] > max((h.get("val_miou", -1.0) for h in history), default=-1.0):
+                _save_trained(final_model(net, model_cfg, config), run.best_model(config.qat), config.qat)
         history.append(record)
         with writer.as_default():
             for key in ("loss", "val_miou"):
@@ -300,13 +324,60 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
                        file=sys.stderr)
 
     trained = final_model(net, model_cfg, config)
-    if run.chief and config.qat:
+    if run.chief:
+        _save_trained(trained, output, config.qat)
+    return TrainResult(trained, output, history, start_epoch)
+
+
+def _save_trained(model, path, qat):
+    if qat:
         from edge_deeplab.qat import save_qat_model
 
-        save_qat_model(trained, output)
-    elif run.chief:
-        save_model(trained, output)
-    return TrainResult(trained, output, history, start_epoch)
+        save_qat_model(model, path)
+    else:
+        save_model(model, path)
+
+
+def _with_class_names(model_cfg: DeepLabConfig, dataset: SegmentationDataset, config: TrainConfig):
+    """The dataset's class names travel into the trained model (and from there into .tflite metadata)
+    when its classes are the model's; a label map keeps the model's own names."""
+    if config.label_map or dataset.num_classes != model_cfg.num_classes:
+        return model_cfg
+    return model_cfg.replace(class_names=tuple(dataset.class_names))
+
+
+def recalibrate_batch_norm(model: keras.Model, batches) -> int:
+    """Re-estimate every batch norm's moving statistics on ``batches`` of images and rescale its gamma and
+    beta so that the model computes the same function in inference mode (and nearly so in training mode,
+    whose batch statistics are then close to the moving ones). Returns the number of batch norms.
+
+    A batch norm computes a * x + c (a = gamma / sqrt(var + eps), c = beta - a * mean); with the measured
+    mean m and variance v of its input, gamma' = a * sqrt(v + eps) and beta' = c + a * m give the same.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return 0
+    probe = keras.Model(model.inputs, [layer.input for layer in norms])
+    sums = [np.zeros(layer.input.shape[-1]) for layer in norms]
+    squares = [np.zeros(layer.input.shape[-1]) for layer in norms]
+    counts = np.zeros(len(norms))  # values per channel: batch x height x width, per layer
+    for images in batches:
+        for i, x in enumerate(probe(images, training=False)):
+            x = tf.reshape(tf.cast(x, tf.float64), [-1, x.shape[-1]])
+            sums[i] += tf.reduce_sum(x, 0).numpy()
+            squares[i] += tf.reduce_sum(x * x, 0).numpy()
+            counts[i] += int(x.shape[0])
+    if not counts.all():
+        raise UserError("no training batch to re-estimate batch norm on")
+    for layer, total, square, count in zip(norms, sums, squares, counts):
+        gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
+        scale = gamma / np.sqrt(var + layer.epsilon)
+        new_mean = total / count
+        new_var = np.maximum(square / count - new_mean ** 2, 0.0)
+        layer.set_weights([w.astype(np.float32) for w in (scale * np.sqrt(new_var + layer.epsilon),
+                                                         beta - scale * mean + scale * new_mean,
+                                                         new_mean, new_var)])
+    return len(norms)
 
 
 def _start_quantization(net, float_net, config: TrainConfig, source, aug):

@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import atomic_path
-from edge_deeplab.visualize import class_names, draw_legend, legend_entries, overlay
+from edge_deeplab.visualize import class_names, draw_legend, legend_entries, overlay, palette_for
 
 WINDOW = "edge-deeplab"
 STALL_SECONDS = 10.0  # a live source that gives no frame for this long is treated as gone
@@ -212,6 +212,7 @@ def run_video(model, source=0, output=None, display=True, max_frames=None, alpha
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
     frames = LatestFrames(capture) if live else FileFrames(capture)
     names = class_names(model.info.labels, model.info.num_classes)
+    palette = palette_for(names)
     fps_out = source_fps if 1 <= source_fps <= 240 else 30.0
     latencies, invokes = [], []
     stopped_by, fps_shown = "end of file", 0.0
@@ -236,9 +237,10 @@ def run_video(model, source=0, output=None, display=True, max_frames=None, alpha
                 result = model.segment(frame)
                 latencies.append(result.latency_ms)
                 invokes.append(result.invoke_ms)
-                shown = overlay(frame, result.mask, alpha)
+                shown = overlay(frame, result.mask, alpha, palette)
                 if legend:
-                    draw_legend(shown, legend_entries(result.mask, names, min_share=0.01))
+                    draw_legend(shown, legend_entries(result.mask, names, min_share=0.01,
+                                                      background=palette.background), palette=palette)
                 now = time.perf_counter()
                 rate = 1.0 / max(1e-6, now - last)  # frames per second of the whole loop, smoothed
                 fps_shown = rate if fps_shown == 0 else 0.9 * fps_shown + 0.1 * rate

@@ -228,3 +228,93 @@ def test_class_maps():
     assert lut[15] == 1 and lut[3] == 0 and lut[0] == 0 and lut[IGNORE_LABEL] == IGNORE_LABEL
     keep = class_map_lut({1: 15}, 2)
     assert keep[1] == 15 and keep[0] == 0 and keep[IGNORE_LABEL] == IGNORE_LABEL
+
+
+# ------------------------------------------------------------------------------------------------ CamVid
+def make_camvid(root, splits=(("train", 3), ("val", 2)), names=True):
+    """SegNet's layout: <split>/X.png with <split>annot/X.png holding 0-10, 11 = Unlabelled."""
+    from edge_deeplab.datasets import CAMVID_CLASSES
+
+    labels = {}
+    for split, n in splits:
+        for i in range(n):
+            _write_rgb(root / split / f"f{split}{i}.png", _image(i))
+            label = np.random.default_rng(i).integers(0, 11, (H, W)).astype(np.uint8)
+            label[0, :4] = 11
+            _write_index(root / f"{split}annot" / f"f{split}{i}.png", label)
+            labels[f"f{split}{i}"] = label
+    if names:
+        (root / "classes.txt").write_text("\n".join(CAMVID_CLASSES) + "\n")
+    return labels
+
+
+def test_camvid_reads_splits_ignores_unlabelled_and_names_its_classes(tmp_path):
+    from edge_deeplab.datasets import CAMVID_CLASSES
+
+    labels = make_camvid(tmp_path / "camvid")
+    train = open_dataset(tmp_path / "camvid", "camvid", "train")
+    val = open_dataset(tmp_path, "camvid", "val")  # the parent folder is found too
+    assert (len(train), len(val)) == (3, 2)
+    assert train.class_names == CAMVID_CLASSES and train.num_classes == 11
+    for sample in train:
+        want = labels[sample.image_path.stem].copy()
+        assert (sample.label[0, :4] == IGNORE_LABEL).all()
+        want[want == 11] = IGNORE_LABEL
+        np.testing.assert_array_equal(sample.label, want)
+
+
+def test_camvid_errors_name_the_file(tmp_path):
+    make_camvid(tmp_path)
+    with pytest.raises(UserError, match="test folder not found"):
+        open_dataset(tmp_path, "camvid", "test")
+    (tmp_path / "classes.txt").write_text("Sky\nRoad\n")
+    with pytest.raises(UserError, match="classes.txt: 2 class names"):
+        open_dataset(tmp_path, "camvid", "train")
+    (tmp_path / "classes.txt").unlink()
+    _write_index(tmp_path / "trainannot" / "ftrain0.png", np.full((H, W), 12, np.uint8))
+    with pytest.raises(UserError, match="ftrain0.png: label value 12 is out of range for 11 classes"):
+        list(open_dataset(tmp_path, "camvid", "train"))
+
+
+def test_median_frequency_weights_by_hand(tmp_path):
+    from edge_deeplab.datasets import class_weights
+
+    root = tmp_path / "d"
+    # image a: class 0 on 3/4, class 1 on 1/4; image b: class 0 everywhere, class 2 absent
+    a = np.zeros((4, 4), np.uint8)
+    a[:1] = 1
+    for name, label in (("a", a), ("b", np.zeros((4, 4), np.uint8))):
+        _write_rgb(root / "images" / f"{name}.png", np.zeros((4, 4, 3), np.uint8))
+        _write_index(root / "masks" / f"{name}.png", label)
+    data = open_dataset(root, "folder", num_classes=3)
+    # freq(0) = 28 / 32, freq(1) = 4 / 16 (only image a has it); median of the two = 0.5625
+    np.testing.assert_allclose(class_weights("median-frequency", data, 3), [0.5625 / 0.875, 0.5625 / 0.25, 0.0])
+    # through a label map: dataset class 1 -> model class 2
+    np.testing.assert_allclose(class_weights("median-frequency", data, 3, {1: 2}),
+                               [0.5625 / 0.875, 0.0, 0.5625 / 0.25])
+    (tmp_path / "w.txt").write_text("1, 2.5\n0\n")
+    np.testing.assert_allclose(class_weights(str(tmp_path / "w.txt"), data, 3), [1, 2.5, 0])
+    assert class_weights("none", data, 3) is None
+    for text, message in (("1 2", "expected 3"), ("1 x 2", "cannot read"), ("1 -1 2", "non-negative")):
+        (tmp_path / "bad.txt").write_text(text)
+        with pytest.raises(UserError, match=message):
+            class_weights(str(tmp_path / "bad.txt"), data, 3)
+    with pytest.raises(UserError, match="median-frequency or a file"):
+        class_weights("inverse", data, 3)
+
+
+def test_real_camvid_val_frames(shared):
+    """Four real val frames, read in place: 480x360, 11 = Unlabelled read as ignore, the thin classes present."""
+    from edge_deeplab.datasets import class_weights
+
+    root = shared("data", "camvid")
+    val = open_dataset(root, "camvid", "val").subset("0:4")
+    samples = list(val)
+    assert [s.image.shape for s in samples] == [(360, 480, 3)] * 4
+    raw = cv2.imread(str(samples[0].label_path), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(samples[0].label == IGNORE_LABEL, raw == 11)
+    present = set(np.unique(np.concatenate([s.label.ravel() for s in samples])))
+    assert {0, 2, 3, 8} <= present and max(present - {IGNORE_LABEL}) <= 10  # sky, pole, road, car
+    # median-frequency weights of these frames: the thin classes (pole) weigh more than road and sky
+    weights = class_weights("median-frequency", val, 11)
+    assert weights[2] > 1 > weights[3] and weights[2] > weights[0]

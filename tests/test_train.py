@@ -157,3 +157,45 @@ def test_adapt_keeps_the_body_and_replaces_the_head(setup):
     with_decoder, fresh = adapt(init, decoder=True)
     assert with_decoder.deeplab_config.decoder and "logits" not in fresh
     assert "feature_projection0" in fresh and not any(name.startswith("block_") for name in fresh)
+
+
+def test_recalibrated_batch_norm_keeps_the_function_and_takes_the_data_statistics():
+    from edge_deeplab.train import recalibrate_batch_norm
+
+    keras.utils.set_random_seed(1)
+    model = build_deeplab(DeepLabConfig(depth_multiplier=0.35, input_size=(SIZE, SIZE), num_classes=3, dropout=0))
+    rng = np.random.default_rng(0)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:  # statistics unlike the data's, as in folded (imported) batch norms
+        gamma, beta, mean, var = layer.get_weights()
+        layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                           rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 2, var.shape)])
+    images = rng.uniform(-1, 1, (4, SIZE, SIZE, 3)).astype(np.float32)
+    in_training_mode = model(images, training=True).numpy()  # (this call also moves the moving statistics)
+    before = model(images, training=False).numpy()
+    gap_before = np.abs(in_training_mode - before).mean()
+
+    assert recalibrate_batch_norm(model, [images[:2], images[2:]]) == len(norms)
+    after = model(images, training=False).numpy()
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+    # the moving mean is now the mean of the first batch norm's input over both batches
+    first = norms[0]
+    inputs = keras.Model(model.inputs, first.input)(images).numpy()
+    np.testing.assert_allclose(first.get_weights()[2], inputs.reshape(-1, inputs.shape[-1]).mean(0), atol=1e-4)
+    # training mode (batch statistics) now computes nearly what inference does
+    gap_after = np.abs(model(images, training=True).numpy() - after).mean()
+    assert gap_after < 1e-3 * gap_before
+
+
+def test_class_weights_reweight_pixels_not_the_loss_scale():
+    from edge_deeplab.train import segmentation_loss
+
+    labels = tf.constant([[[0, 1], [1, 255]]])
+    logits = tf.constant(np.random.default_rng(0).normal(size=(1, 2, 2, 2)), tf.float32)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(labels == 255, 0, labels),
+                                                        logits=logits).numpy()[0]
+    plain = float(segmentation_loss(labels, logits))
+    np.testing.assert_allclose(plain, (ce[0, 0] + ce[0, 1] + ce[1, 0]) / 3, rtol=1e-6)
+    weighted = float(segmentation_loss(labels, logits, np.array([1.0, 3.0])))
+    np.testing.assert_allclose(weighted, (ce[0, 0] + 3 * ce[0, 1] + 3 * ce[1, 0]) / 7, rtol=1e-6)
+    np.testing.assert_allclose(float(segmentation_loss(labels, logits, np.array([2.0, 2.0]))), plain, rtol=1e-6)
