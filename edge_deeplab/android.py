@@ -110,8 +110,10 @@ def export_android(model_path, app_dir="android_demo", labels=None, background_c
     """
     from edge_deeplab.runtime import SegmentationModel, make_interpreter
 
+    from edge_deeplab.io_utils import check_writable
+
     model_path = Path(model_path)
-    assets = app_assets_dir(app_dir)
+    assets = check_writable(app_assets_dir(app_dir), folder=True)
     model = SegmentationModel(model_path, num_threads=1, labels=labels)
     content = model_path.read_bytes()
     check_app_can_run(model_path, make_interpreter(content, 1, source=model_path), model.info)

@@ -19,8 +19,16 @@ def cli():
     """DeepLab semantic segmentation from Keras to phones and edge boxes."""
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a job as Ctrl-C does: temporary files removed, one line, exit 130
+
+
 def main(argv=None):
     """Entry point: a UserError becomes one line on stderr and exit status 2, never a traceback."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="edge-deeplab", standalone_mode=False)
     except click.exceptions.Abort:
@@ -54,6 +62,14 @@ def model_architecture_options(f):
     for opt in reversed(options):
         f = opt(f)
     return f
+
+
+def writable(path, folder=False):
+    """Fail now, with one line, if an output cannot be written (before the work that would make it)."""
+    if path:
+        from edge_deeplab.io_utils import check_writable
+
+        check_writable(path, folder=folder)
 
 
 def parse_size(text):
@@ -101,7 +117,7 @@ def config_from_options(preset, backbone, depth_multiplier, output_stride, input
               help="Backbone weights: none, imagenet (Keras download), or a local .h5/.keras weights file.")
 @click.option("--summary", is_flag=True, help="Print the layer summary, parameters and multiply-adds.")
 @click.option("--json", "as_json", is_flag=True, help="Print parameters and multiply-adds as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the model (.keras).")
+@click.option("-o", "--output", type=click.Path(), help="Save the model (.keras).")
 @click.option("--list-presets", is_flag=True, help="List the presets and exit.")
 def build(preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp, decoder, weights,
           summary, as_json, output, list_presets):
@@ -114,6 +130,7 @@ def build(preset, backbone, depth_multiplier, output_stride, input_size, num_cla
         return
     config = config_from_options(preset, backbone, depth_multiplier, output_stride, input_size, num_classes,
                                  aspp, decoder)
+    writable(output)
     from edge_deeplab.model.complexity import model_complexity
     from edge_deeplab.model.deeplab import build_deeplab, save_model
 
@@ -133,8 +150,8 @@ def build(preset, backbone, depth_multiplier, output_stride, input_size, num_cla
 
 # ----------------------------------------------------------------------------------------------- import
 @cli.command("import")
-@click.argument("source", metavar="OFFICIAL.tflite", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.argument("source", metavar="OFFICIAL.tflite", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
               help="The Keras model to write (.keras).")
 @click.option("--output-stride", "--os", "output_stride", type=click.Choice(["8", "16", "32"]),
               help="Rebuild the imported weights at this output stride [default: the source's].")
@@ -162,6 +179,7 @@ def import_cmd(source, output, output_stride, input_size, verify_images, max_ver
     """
     if not output.endswith(".keras"):
         raise UserError(f"{output}: the imported model is saved as a .keras file")
+    writable(output)
     from edge_deeplab.importer import import_official
     from edge_deeplab.model.deeplab import save_model
 
@@ -191,7 +209,7 @@ def import_cmd(source, output, output_stride, input_size, verify_images, max_ver
 def runtime_model_options(f):
     """Options that load a segmentation .tflite with edge_deeplab.runtime (no TensorFlow)."""
     options = [
-        click.option("-m", "--model", "model_path", required=True, type=click.Path(dir_okay=False),
+        click.option("-m", "--model", "model_path", required=True, type=click.Path(),
                      help="Segmentation .tflite (this project's or an official DeepLab one)."),
         click.option("--threads", type=click.IntRange(min=1),
                      help="Interpreter threads [default: CPU cores, at most 4]."),
@@ -202,7 +220,7 @@ def runtime_model_options(f):
         click.option("--resize", type=click.Choice(["letterbox", "stretch"]), default="letterbox",
                      show_default=True,
                      help="Fit images to the model input keeping their aspect ratio (padded) or stretched."),
-        click.option("--labels", type=click.Path(dir_okay=False),
+        click.option("--labels", type=click.Path(),
                      help="Label file, one class name per line (default: the model's metadata)."),
     ]
     for opt in reversed(options):
@@ -237,6 +255,7 @@ def predict(model_path, threads, delegate, delegate_options, resize, labels, inp
     """Segment images (files or folders of images) with a .tflite model."""
     from edge_deeplab.predict import predict_images
 
+    writable(output_dir, folder=True)
     model = load_runtime_model(model_path, threads, delegate, delegate_options, resize, labels)
     summary = predict_images(model, inputs, output_dir, alpha=alpha, legend=legend, write_json=write_json)
     total = len(summary.done) + len(summary.failed)
@@ -249,7 +268,7 @@ def predict(model_path, threads, delegate, delegate_options, resize, labels, inp
 @cli.command()
 @runtime_model_options
 @click.option("--source", default="0", show_default=True, help="Camera index, video file or stream URL.")
-@click.option("--output", type=click.Path(dir_okay=False), help="Write the segmented video (.mp4 or .avi).")
+@click.option("--output", type=click.Path(), help="Write the segmented video (.mp4 or .avi).")
 @click.option("--display/--no-display", default=True, show_default=True,
               help="Show a window (q or Esc quits). Needs a GUI-enabled OpenCV and a display; without one the "
                    "command stops and asks for --no-display.")
@@ -266,6 +285,7 @@ def webcam(model_path, threads, delegate, delegate_options, resize, labels, sour
     """
     from edge_deeplab.video import is_live, parse_source, run_video
 
+    writable(output)
     model = load_runtime_model(model_path, threads, delegate, delegate_options, resize, labels)
     show_progress = not display and not is_live(parse_source(source))
     summary = run_video(model, source, output=output, display=display, max_frames=max_frames, alpha=alpha,
@@ -286,10 +306,10 @@ def parse_background_class(text):
 
 
 @cli.command("export-android")
-@click.argument("model_path", metavar="MODEL.tflite", type=click.Path(dir_okay=False))
+@click.argument("model_path", metavar="MODEL.tflite", type=click.Path())
 @click.option("--app", "app_dir", default="android_demo", show_default=True, type=click.Path(file_okay=False),
               help="The Android demo project; the files go to its app/src/main/assets/.")
-@click.option("--labels", type=click.Path(dir_okay=False),
+@click.option("--labels", type=click.Path(),
               help="Label file, one class name per line (instead of the model's metadata).")
 @click.option("--background-class", default="0", show_default=True,
               help="Class drawn transparent over the camera picture: a class id, or 'none'.")
@@ -350,8 +370,8 @@ def command_line(ctx) -> str:
 
 
 @cli.command()
-@click.argument("models", nargs=-1, type=click.Path(dir_okay=False), metavar="[MODELS.tflite...]")
-@click.option("--baseline", "baselines", multiple=True, type=click.Path(dir_okay=False),
+@click.argument("models", nargs=-1, type=click.Path(), metavar="[MODELS.tflite...]")
+@click.option("--baseline", "baselines", multiple=True, type=click.Path(),
               help="An official model measured beside the others and marked as a baseline (repeatable).")
 @click.option("--device", default="host", show_default=True,
               help="host (this machine), pixel (the attached Android phone) or an adb serial.")
@@ -360,7 +380,7 @@ def command_line(ctx) -> str:
               help="xnnpack, cpu (XNNPACK off), gpu or nnapi (phone only), or a delegate library (host).")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Warm-up runs.")
-@click.option("--benchmark-binary", type=click.Path(dir_okay=False),
+@click.option("--benchmark-binary", type=click.Path(),
               help="Android build of TFLite's benchmark_model [default: $EDGE_DEEPLAB_BENCHMARK_MODEL].")
 @click.option("--android-arg", "android_args", multiple=True,
               help="Extra benchmark_model flag, e.g. --android-arg=--gpu_precision_loss_allowed=false.")
@@ -381,10 +401,10 @@ def command_line(ctx) -> str:
               help="Sweep: converted variants and the result cache (a rerun skips finished steps).")
 @click.option("--report", "report_prefix", metavar="PREFIX",
               help="Write PREFIX.json, PREFIX.csv, PREFIX.md and, with mIOU, PREFIX.png.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the results as CSV.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+@click.option("--json", "json_path", type=click.Path(), help="Write the results as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(), help="Write the results as CSV.")
+@click.option("--markdown", "markdown_path", type=click.Path(), help="Write a Markdown report.")
+@click.option("--plot", "plot_path", type=click.Path(),
               help="Write a PNG of latency against mIOU with the Pareto front (needs --data).")
 @click.option("--title", default="Benchmark", show_default=True, help="Title of the Markdown report and plot.")
 @click.option("--memory/--no-memory", default=True, show_default=True,
@@ -402,6 +422,10 @@ def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, bench
     from edge_deeplab.bench import report
     from edge_deeplab.bench.run import DataSpec, benchmark, run_meta, write_reports
 
+    for path in (json_path, csv_path, markdown_path, plot_path):
+        writable(path)
+    if report_prefix:
+        writable(f"{report_prefix}.json")
     data_spec = None
     if data:
         if not data_format:
@@ -410,16 +434,22 @@ def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, bench
     settings = dict(threads=parse_threads(threads), delegate=delegate, runs=runs, warmup=warmup,
                     baselines=baselines, data=data_spec, binary=benchmark_binary, android_args=android_args,
                     memory=memory)
+    failed = []
     if sweep_spec:
         from edge_deeplab.bench.sweep import parse_spec, run_sweep
 
         results = run_sweep(parse_spec(sweep_spec), work_dir, models=models, device=device, **settings)
     else:
-        results = benchmark(models, device=device, **settings)
+        results = benchmark(models, device=device, failed=failed, **settings)
+    for _, reason in failed:
+        click.echo(f"error: {reason}", err=True)
     meta = run_meta(command_line(ctx), device, data_spec, delegate=delegate, runs=runs, warmup=warmup)
     click.echo(report.format_table(results))
     for path in write_reports(results, report_prefix, json_path, csv_path, markdown_path, plot_path, meta, title):
         click.echo(f"wrote {path}", err=True)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(failed) + len({r.path for r in results})} models could not be "
+                        "measured (see the errors above)")
 
 # ------------------------------------------------------------------------------------ datasets: train / eval
 def dataset_options(f):
@@ -460,7 +490,7 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 
 
 @cli.command()
-@click.option("--init", "init_model", type=click.Path(dir_okay=False),
+@click.option("--init", "init_model", type=click.Path(),
               help="Start from this float .keras model (built or imported); otherwise build one from the "
                    "architecture options.")
 @model_architecture_options
@@ -469,7 +499,7 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @dataset_options
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoints, history, TensorBoard logs; training resumes from here if interrupted.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=click.Path(),
               help="The trained model [RUN_DIR/model.keras; QAT: RUN_DIR/model_qat.h5].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
@@ -500,7 +530,7 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @click.option("--cache", is_flag=True, help="Keep the decoded dataset in memory (small datasets).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning of the --init float model.")
-@click.option("--quantization-from", type=click.Path(dir_okay=False), metavar="OFFICIAL.tflite",
+@click.option("--quantization-from", type=click.Path(), metavar="OFFICIAL.tflite",
               help="With --qat: start from the quantization of the official 8-bit model the --init weights were "
                    "imported from: its activation ranges, and its weight grids kept fixed through training (a new "
                    "classifier is calibrated). Far closer to the float model than calibrated ranges.")
@@ -524,6 +554,8 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
     from edge_deeplab.train import TrainConfig, make_strategy
     from edge_deeplab.train import train as run_training
 
+    writable(run_dir, folder=True)
+    writable(output)
     dataset = open_dataset_from_options(data_dir, data_format, split, subset, data_classes, skip_bad, "train")
     val = None
     if val_subset or val_split:
@@ -579,7 +611,7 @@ def initial_model(init_model, preset, backbone, depth_multiplier, output_stride,
 
 
 @cli.command("eval")
-@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("model_path", metavar="MODEL", type=click.Path())
 @dataset_options
 @click.option("--class-map", multiple=True, metavar="MODEL:DATA",
               help="Map model class ids to dataset class ids, e.g. 15:1 (VOC person -> Penn-Fudan person).")
@@ -608,7 +640,7 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
 # ---------------------------------------------------------------------------------------------- convert
 @cli.command()
 @click.argument("model", metavar="MODEL")
-@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(),
               help="The .tflite to write; its report goes beside it as NAME.report.json.")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic", "int8"]), default="none",
               show_default=True, help="none: float32; fp16: float16 weights; dynamic: int8 weights, float "
@@ -628,13 +660,13 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
               help="At most this many calibration images (spread over the folder).")
 @click.option("--synthetic-calibration", is_flag=True,
               help="Calibrate int8 on synthetic images: for speed measurements only, the accuracy suffers.")
-@click.option("--quantization-from", type=click.Path(dir_okay=False), metavar="OFFICIAL.tflite",
+@click.option("--quantization-from", type=click.Path(), metavar="OFFICIAL.tflite",
               help="int8 of weights imported from this official quantized model with its own activation ranges "
                    "and weight scales: no calibration set, and the official model's accuracy.")
 @click.option("--float-stem", is_flag=True,
               help="int8 with the 3-channel stem conv left in float32 (needs --io float): faster on x86 CPUs "
                    "without VNNI, where int8 kernels pad its 3 input channels to 8.")
-@click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
+@click.option("--labels", "labels_file", type=click.Path(),
               help="Class names, one per line, for the metadata [the model's own (a model trained on a dataset "
                    "carries its class names), else PASCAL VOC for 21 classes, else class_<i>].")
 @click.option("--samples", type=click.Path(file_okay=False),
@@ -660,6 +692,7 @@ def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration
     from edge_deeplab.runtime import read_labels_file
     from edge_deeplab.tflite_report import format_report
 
+    writable(out_path)
     options = ConvertOptions(
         quantize=quantize, io=io_type, output=head, argmax_stride=argmax_stride, calibration=calibration,
         num_calibration=num_calibration, synthetic_calibration=synthetic_calibration,

@@ -31,6 +31,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from edge_deeplab.errors import UserError
+from edge_deeplab.io_utils import require_file
 from edge_deeplab.model.deeplab import is_qat_model
 
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
@@ -127,9 +128,10 @@ def load_source(source):
     if hasattr(source, "layers"):
         return source
     path = Path(source)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a model file")
     if path.suffix in (".keras", ".h5"):
-        if not path.is_file():
-            raise UserError(f"{path}: model file not found")
+        require_file(path)
         from edge_deeplab.qat import load_any_model
 
         return load_any_model(path)
@@ -172,14 +174,14 @@ def with_source_quantization(model, official_path):
     return qat_model
 
 
-def logits_layer(model):
+def logits_layer(model, source=None):
     """The 1x1 logits conv (output-stride resolution); in a QAT model it is wrapped as quant_logits."""
     for name in ("logits", "quant_logits"):
         try:
             return model.get_layer(name)
         except ValueError:
             continue
-    raise UserError(f"model {model.name!r} has no 'logits' layer (was it built by edge-deeplab?)")
+    raise UserError(f"{source or f'model {model.name!r}'}: no 'logits' layer (was it built by edge-deeplab?)")
 
 
 def argmax_size(input_size, stride):
@@ -248,11 +250,13 @@ def model_input(image_rgb, input_size, resize="letterbox"):
 
 def calibration_images(options: ConvertOptions, input_size):
     """RGB images for post-training calibration: real ones from a folder, or explicit synthetic ones."""
-    from edge_deeplab.importer import read_images, synthetic_images
+    from edge_deeplab.images import read_images
+    from edge_deeplab.importer import synthetic_images
 
     if options.synthetic_calibration:
         return synthetic_images(options.num_calibration, input_size), "synthetic"
-    return read_images(options.calibration, options.num_calibration), str(options.calibration)
+    return (read_images(options.calibration, options.num_calibration, "to calibrate int8 with"),
+            str(options.calibration))
 
 
 def representative_dataset(images, input_size, resize="letterbox", progress=True):
@@ -382,6 +386,7 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
         raise UserError(f"{output_path}: the converted model is written as a .tflite file")
     options.validate()
     model = load_source(source)
+    logits_layer(model, source=None if hasattr(source, "layers") else source)  # what this converts, checked first
     qat = is_qat_model(model)
     options.validate_for(qat)
     keras_model = model  # what the report compares the .tflite with: the float model, or the QAT one as trained
@@ -417,7 +422,6 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
                                  description=describe(model, options, qat), input_dtype=io_dtype,
                                  output_kind=options.output)
         content = with_segmenter_metadata(content, meta)
-    write_bytes_atomic(output_path, content)
 
     samples, sample_source = _sample_images(options, calibration, calibration_source, input_size)
     compared = export if keras_model is model else export_model(keras_model, options.output, options.argmax_stride)
@@ -431,17 +435,21 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
                     "quantization_from": options.quantization_from,
                     "calibration": None if calibration is None else {"images": len(calibration),
                                                                      "source": calibration_source},
-                    "labels": labels})
+                    "labels": labels}, content=content)
+    # the report first (it holds the model's SHA-256), then the model: interrupted in between, the report
+    # does not match the file beside it and tflite_report.read_report says so
     report_path = tflite_report.save_report(report, output_path)
+    write_bytes_atomic(output_path, content)
     return ConversionResult(output_path, report_path, report)
 
 
 def _sample_images(options, calibration, calibration_source, input_size):
     """Images to compare the .tflite with Keras on: --samples, else the calibration images, else synthetic."""
-    from edge_deeplab.importer import read_images, synthetic_images
+    from edge_deeplab.images import read_images
+    from edge_deeplab.importer import synthetic_images
 
     if options.samples:
-        return read_images(options.samples, options.num_samples), str(options.samples)
+        return read_images(options.samples, options.num_samples, "to compare with"), str(options.samples)
     if calibration is not None and calibration_source != "synthetic":
         n = min(options.num_samples, len(calibration))
         return [calibration[i * len(calibration) // n] for i in range(n)], calibration_source

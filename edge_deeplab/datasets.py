@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 
 from edge_deeplab.errors import UserError
+from edge_deeplab.images import list_images, read_image
 
 IGNORE_LABEL = 255
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = ("voc", "cityscapes", "camvid", "folder", "pennfudan")
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -114,7 +114,7 @@ class SegmentationDataset:
                 self.skipped.append((str(image_path), str(e)))
 
     def load(self, image_path, label_path) -> Sample:
-        image = read_image_rgb(image_path)
+        image = read_image(image_path, rgb=True)
         label = self.read_label(label_path)
         if label.shape != image.shape[:2]:
             raise UserError(f"{label_path}: mask is {label.shape[1]}x{label.shape[0]} but its image "
@@ -169,13 +169,6 @@ class SegmentationDataset:
         return pixels, image_pixels
 
 
-def read_image_rgb(path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{path}: cannot read image (missing, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def _read_voc_palette_png(path) -> np.ndarray:
     """Class indices of a VOC palette PNG. OpenCV expands palettes to colours, so map colours back."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -194,10 +187,6 @@ def _read_voc_palette_png(path) -> np.ndarray:
     return values[inverse].reshape(codes.shape)
 
 
-def _images_in(folder: Path):
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-
-
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise UserError(f"{path}: {what} not found")
@@ -213,7 +202,7 @@ def _nonempty(pairs, root, what):
 def pennfudan(root, skip_bad=False) -> SegmentationDataset:
     """PennFudanPed/: PNGImages/X.png with PedMasks/X_mask.png (0 background, 1..k pedestrians)."""
     root = _find_subdir(Path(root), "PNGImages")
-    images = _images_in(_require(root / "PNGImages", "PNGImages folder"))
+    images = list_images(_require(root / "PNGImages", "PNGImages folder"))
     pairs = [(p, root / "PedMasks" / f"{p.stem}_mask.png") for p in images]
     return SegmentationDataset("pennfudan", _nonempty(pairs, root, "images in PNGImages"),
                                ["background", "person"], "instances", skip_bad)
@@ -252,7 +241,7 @@ def camvid(root, split="train", skip_bad=False) -> SegmentationDataset:
     """SegNet's CamVid layout: ``<split>/X.png`` with ``<split>annot/X.png`` (class ids 0-10, 11 = Unlabelled,
     read as ignore); the class names come from ``classes.txt`` when it is there."""
     root = _find_subdir(Path(root), "trainannot")
-    images = _images_in(_require(root / split, f"{split} folder"))
+    images = list_images(_require(root / split, f"{split} folder"))
     _require(root / f"{split}annot", f"{split}annot folder")
     pairs = [(p, root / f"{split}annot" / f"{p.stem}.png") for p in images]
     names = list(CAMVID_CLASSES)
@@ -268,7 +257,7 @@ def camvid(root, split="train", skip_bad=False) -> SegmentationDataset:
 def folder(root, class_names=None, num_classes=None, skip_bad=False) -> SegmentationDataset:
     """root/images/* and root/masks/<same stem>.png holding class indices (255 = ignore)."""
     root = Path(root)
-    images = _images_in(_require(root / "images", "images folder"))
+    images = list_images(_require(root / "images", "images folder"))
     pairs = []
     for image in images:
         mask = root / "masks" / f"{image.stem}.png"

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
 from edge_deeplab.errors import UserError
+from edge_deeplab.io_utils import require_file
 from edge_deeplab.metrics import ConfusionMatrix
 from edge_deeplab.runtime import normalized_input
 
@@ -75,14 +76,18 @@ def keras_predictor(model, output_stride=None, resize="letterbox") -> Predictor:
 
     from edge_deeplab.model.deeplab import is_qat_model, rebuild
 
+    name = getattr(model, "name", "model")
     if not hasattr(model, "predict"):
         from edge_deeplab.qat import load_any_model
 
-        model = load_any_model(model)
+        name, model = str(model), load_any_model(model)
     if output_stride:
         if is_qat_model(model):
             raise UserError("the output stride of a quantization-aware (QAT) model cannot be changed")
         model = rebuild(model, output_stride=int(output_stride))
+    if len(model.input_shape) != 4 or len(model.output_shape) != 4:
+        raise UserError(f"{name}: not a segmentation model (input {model.input_shape}, output {model.output_shape}; "
+                        "expected [1, H, W, 3] images in and [1, H, W, classes] scores out)")
     _, H, W, _ = model.input_shape
     run = tf.function(lambda x: model(x, training=False))
 
@@ -97,9 +102,7 @@ def keras_predictor(model, output_stride=None, resize="letterbox") -> Predictor:
 
 def open_predictor(path, num_threads=None, resize="letterbox", output_stride=None) -> Predictor:
     """A predictor for a .tflite (runtime, no TensorFlow) or a .keras / .h5 model (TensorFlow)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: model file not found")
+    path = require_file(path)
     if path.suffix == ".tflite":
         if output_stride:
             raise UserError(f"{path}: a .tflite model's output stride is fixed; --output-stride is for Keras models")
@@ -113,6 +116,13 @@ def prediction_lut(num_model_classes, num_dataset_classes, class_map=None, defau
         if num_model_classes != num_dataset_classes:
             raise UserError(f"the model has {num_model_classes} classes and the dataset {num_dataset_classes}: "
                             "map them with a class map (e.g. --class-map 15:1 --default-class 0)")
+    if default_class is not None and not 0 <= default_class < num_dataset_classes:
+        raise UserError(f"default class {default_class} is not a class of the {num_dataset_classes}-class dataset "
+                        f"(0..{num_dataset_classes - 1})")
+    unknown = sorted(c for c in (class_map or {}) if not 0 <= c < num_model_classes)
+    if unknown:
+        raise UserError(f"class map: the model has {num_model_classes} classes (0..{num_model_classes - 1}), "
+                        f"so model class {unknown[0]} maps nothing")
     lut = class_map_lut(class_map or {}, num_model_classes, default_class)
     bad = [i for i in range(num_model_classes) if lut[i] >= num_dataset_classes]
     if bad:

@@ -27,9 +27,9 @@ import numpy as np
 
 from edge_deeplab.config import DEPTH_MULTIPLIERS, OUTPUT_STRIDES, DeepLabConfig
 from edge_deeplab.errors import UserError
+from edge_deeplab.images import read_images
 
 EXPECTED = "expected an official DeepLab MobileNetV2 TFLite model (e.g. deeplabv3_257_mv_gpu.tflite)"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Default agreement thresholds: a float source must be reproduced almost exactly; an 8-bit source
 # differs from the float function it was trained to approximate by its quantization.
 MIN_AGREEMENT_FLOAT = 0.995
@@ -587,25 +587,6 @@ def model_input(image_rgb, size, source: OfficialDeepLab):
     q = np.clip(np.round(real / source.input_scale + source.input_zero_point), limits.min, limits.max)
     real = ((q - source.input_zero_point) * source.input_scale).astype(np.float32)
     return q.astype(source.input_dtype), real
-
-
-def read_images(folder, limit=8):
-    """Up to ``limit`` RGB images from ``folder``, evenly spread over its sorted image files."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: verification image folder not found")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to verify the import with")
-    if len(paths) > limit:
-        paths = [paths[i * len(paths) // limit] for i in range(limit)]
-    images = []
-    for p in paths:
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UserError(f"{p}: cannot read image (truncated or not an image)")
-        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return images
 
 
 def synthetic_images(count=4, size=(257, 257), seed=0):

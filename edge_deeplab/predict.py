@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 
 from edge_deeplab.errors import UserError
-from edge_deeplab.io_utils import atomic_path, write_json_atomic
+from edge_deeplab.images import list_images, read_image
+from edge_deeplab.io_utils import write_bytes_atomic, write_json_atomic
 from edge_deeplab.visualize import (class_names, class_shares, draw_legend, legend_entries, overlay,
-                                   palette_for, write_palette_png)
+                                   palette_for, palette_png)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -30,19 +30,12 @@ def collect_images(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
     images, missing = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            images += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            images += list_images(item)
         elif item.is_file():
             images.append(item)
         else:
             missing.append((str(item), "no such file or folder"))
     return images, missing
-
-
-def read_image(path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{path}: cannot read image (not an image file, or corrupt)")
-    return image
 
 
 def output_stems(images) -> list[str]:
@@ -67,13 +60,15 @@ def predict_image(model, image_path, output_dir, stem=None, alpha=0.5, legend=Tr
     palette = palette_for(names)
     mask_path, overlay_path = output_dir / f"{stem}_mask.png", output_dir / f"{stem}_overlay.jpg"
 
-    write_palette_png(mask_path, result.mask, palette.rgb)
     blended = overlay(image, result.mask, alpha, palette)
     if legend:
         draw_legend(blended, legend_entries(result.mask, names, background=palette.background), palette=palette)
-    with atomic_path(overlay_path) as tmp:
-        if not cv2.imwrite(str(tmp), blended):
-            raise UserError(f"{overlay_path}: cannot write image")
+    encoded, jpeg = cv2.imencode(".jpg", blended)
+    if not encoded:
+        raise UserError(f"{overlay_path}: cannot encode the overlay")
+    # everything is made before anything is written: a failure leaves no output of this image
+    write_bytes_atomic(mask_path, palette_png(result.mask, palette.rgb))
+    write_bytes_atomic(overlay_path, jpeg.tobytes())
 
     record = {
         "image": str(image_path),

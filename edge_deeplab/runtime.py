@@ -81,9 +81,33 @@ def make_interpreter(model_content: bytes, num_threads: int, delegate="xnnpack",
     try:
         interpreter = module.Interpreter(**kwargs)
         interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
+    except CORRUPT_MODEL_ERRORS as e:
         raise UserError(f"{source}: not a loadable TFLite model ({_first_line(e)})") from None
     return interpreter
+
+
+# what the interpreter raises on a damaged model file (UnicodeDecodeError: tensor names that are not UTF-8)
+CORRUPT_MODEL_ERRORS = (ValueError, RuntimeError, UnicodeDecodeError, IndexError, KeyError, OverflowError)
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def read_model_file(path) -> bytes:
+    """The bytes of a .tflite file; a UserError naming it when it is a folder, missing, empty or not a
+    TFLite model (no "TFL3" FlatBuffer identifier)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a model file")
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: model file not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read model ({e.strerror or e})") from None
+    if not content:
+        raise UserError(f"{path}: empty file, not a TFLite model")
+    if content[4:8] != TFLITE_IDENTIFIER:
+        raise UserError(f"{path}: not a TFLite model (no TFL3 identifier)")
+    return content
 
 
 def _first_line(error):
@@ -186,15 +210,15 @@ class SegmentationModel:
         self.num_threads = int(num_threads or default_num_threads())
         self.delegate = str(delegate)
         self.resize = resize
-        try:
-            content = self.path.read_bytes()
-        except OSError as e:
-            raise UserError(f"{self.path}: cannot read model ({e.strerror or e})") from None
+        content = read_model_file(self.path)
         self._interpreter = make_interpreter(content, self.num_threads, self.delegate, delegate_options,
                                              source=self.path)
-        self._input = self._interpreter.get_input_details()
-        self._output = self._interpreter.get_output_details()
-        self.info = self._describe(read_metadata(content, source=self.path), labels)
+        try:  # a corrupt model can load and still fail here (tensor names that are not UTF-8, say)
+            self._input = self._interpreter.get_input_details()
+            self._output = self._interpreter.get_output_details()
+            self.info = self._describe(read_metadata(content, source=self.path), labels)
+        except CORRUPT_MODEL_ERRORS as e:
+            raise UserError(f"{self.path}: corrupt model ({_first_line(e)})") from None
         self._input_index, self._output_index = self._input[0]["index"], self._output[0]["index"]
         self._buffer = np.empty((1, self.info.input_height, self.info.input_width, 3), self._input[0]["dtype"])
         self._zero = self._buffer.dtype.type(self.info.input_zero_point)  # normalized 0 = the mean pixel
@@ -302,7 +326,10 @@ class SegmentationModel:
         """Run the model on a preprocessed input; returns the time of the interpreter's invoke in ms."""
         self._interpreter.set_tensor(self._input_index, input_tensor)
         start = time.perf_counter()
-        self._interpreter.invoke()
+        try:
+            self._interpreter.invoke()
+        except RuntimeError as e:
+            raise UserError(f"{self.path}: inference failed ({_first_line(e)})") from None
         return (time.perf_counter() - start) * 1e3
 
     def raw_output(self) -> np.ndarray:

@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -315,13 +317,16 @@ def check_input_scale(graph: Graph, source="model"):
 
 
 def build_report(model_path, keras_model=None, sample_inputs=(), sample_source=None, num_threads=2,
-                 conversion=None) -> dict:
-    """The report of the .tflite at ``model_path`` (see the module docstring)."""
+                 conversion=None, content: bytes | None = None) -> dict:
+    """The report of the .tflite at ``model_path`` (see the module docstring); of ``content`` when given
+    (the model about to be written there). It records the model's SHA-256, so that a report can tell
+    whether it still describes the file beside it."""
     path = Path(model_path)
-    try:
-        content = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read model ({e.strerror or e})") from None
+    if content is None:
+        try:
+            content = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"{path}: cannot read model ({e.strerror or e})") from None
     graph = Graph(content, path)
     boundary, inner = graph.float_ops()
     quantized = any(t["scale"] is not None and not t["constant"] for t in graph.tensors)
@@ -329,6 +334,7 @@ def build_report(model_path, keras_model=None, sample_inputs=(), sample_source=N
     report = {
         "model": path.name,
         "size_bytes": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
         "conversion": conversion,
         "ops": graph.op_counts(),
         "op_total": len(graph.ops),
@@ -356,6 +362,23 @@ def save_report(report: dict, model_path) -> Path:
     target = report_path_for(model_path)
     write_json_atomic(target, report)
     return target
+
+
+def read_report(model_path) -> dict:
+    """The report beside ``model_path``, checked to describe that very file (its SHA-256): a conversion
+    killed between writing the report and the model leaves a report of a model that is not there."""
+    path, target = Path(model_path), report_path_for(model_path)
+    try:
+        report = json.loads(target.read_text())
+        content = path.read_bytes()
+    except FileNotFoundError as e:
+        raise UserError(f"{e.filename}: not found") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{target}: cannot read the report ({e})") from None
+    if not isinstance(report, dict) or report.get("sha256") != hashlib.sha256(content).hexdigest():
+        raise UserError(f"{target}: describes another version of {path.name} (its SHA-256 differs): the "
+                        "conversion was interrupted; convert again")
+    return report
 
 
 def format_report(report: dict) -> str:

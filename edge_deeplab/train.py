@@ -30,7 +30,7 @@ from tqdm import tqdm
 from edge_deeplab.config import DeepLabConfig
 from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_weights
 from edge_deeplab.errors import UserError
-from edge_deeplab.io_utils import write_json_atomic
+from edge_deeplab.io_utils import crash_point, write_json_atomic
 from edge_deeplab.model.deeplab import build_deeplab, model_config, save_model
 from edge_deeplab.pipeline import Augment, SampleSource, training_dataset
 
@@ -178,14 +178,16 @@ class Run:
         self.history_file = self.dir / "history.json"
 
     def check_settings(self, settings: dict):
-        """A fresh run records its settings; a resumed one must have the same (else its schedule differs)."""
-        if self.settings.exists():
+        """A fresh run records its settings; a resumed one must have the same (else its schedule differs).
+        A run that never finished an epoch (stopped by bad data, say) has nothing to resume: a rerun with
+        corrected settings starts it afresh."""
+        if self.settings.exists() and tf.train.latest_checkpoint(str(self.checkpoints)):
             old = json.loads(self.settings.read_text())
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             if changed:
                 raise UserError(f"{self.dir} holds a run with other settings ({', '.join(changed)} differ); "
                                 "use another --run-dir or the same settings to resume it")
-        elif self.chief:
+        if self.chief:
             write_json_atomic(self.settings, settings)
 
     def best_model(self, qat: bool) -> Path:
@@ -300,7 +302,6 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
         finally:
             bar.close()
         epoch_var.assign(epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "steps": int(optimizer.iterations.numpy()),
                   "learning_rate": float(schedule(optimizer.iterations)),
                   "seconds": round(time.perf_counter() - started, 2)}
@@ -317,8 +318,12 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
             for key in ("loss", "val_miou"):
                 if key in record:
                     tf.summary.scalar(f"epoch_{key}", record[key], step=epoch + 1)
+        # history first, then the checkpoint: killed in between, the resumed run redoes this epoch and
+        # drops its record (history is cut at the checkpoint's epoch); the other order would lose it for good
         if run.chief:
             write_json_atomic(run.history_file, history)
+        crash_point("train:after-history")
+        manager.save(checkpoint_number=epoch + 1)
         if log_epochs:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
                        file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 import threading
 import time
@@ -79,9 +80,45 @@ def display_problem() -> str | None:
     gui = cv2.getBuildInformation().split("GUI:", 1)[-1].split("\n", 1)[0].strip()
     if gui.upper() in ("", "NONE"):
         return "this OpenCV build has no GUI (opencv-python-headless)"
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return "no display ($DISPLAY is not set)"
+    if sys.platform.startswith("linux"):
+        x11, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+        if not (x11 or wayland):
+            return "no display ($DISPLAY is not set)"
+        # OpenCV's Qt build aborts the whole process when the display named is not there: ask first
+        if x11 and not _x11_reachable(x11):
+            return f"no X server answers at DISPLAY={x11}"
+        if not x11 and not _unix_socket_answers(Path(os.environ.get("XDG_RUNTIME_DIR", "/run/user/0")) / wayland):
+            return f"no Wayland compositor answers at WAYLAND_DISPLAY={wayland}"
     return None
+
+
+def _x11_reachable(display: str) -> bool:
+    """Whether an X server accepts connections at ``display`` ([host]:N[.screen])."""
+    host, _, rest = display.rpartition(":")
+    try:
+        number = int(rest.split(".")[0])
+    except ValueError:
+        return False
+    if host in ("", "unix") or host.startswith("/"):
+        path = host if host.startswith("/") else f"/tmp/.X11-unix/X{number}"
+        return _unix_socket_answers(path) or _unix_socket_answers(path, abstract=True)
+    try:
+        socket.create_connection((host, 6000 + number), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
+
+
+def _unix_socket_answers(path, abstract=False) -> bool:
+    """Whether something accepts connections on the Unix socket ``path`` (Linux abstract name: ``abstract``)."""
+    path = "\0" + str(path) if abstract else str(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(path)
+            return True
+        except OSError:
+            return False
 
 
 class FileFrames:

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from edge_deeplab.datasets import CAMVID_CLASSES, CAMVID_COLORS, VOC_CLASSES, voc_palette
-from edge_deeplab.io_utils import write_bytes_atomic
 
 PALETTE_RGB = voc_palette()
 PALETTE_BGR = np.ascontiguousarray(PALETTE_RGB[:, ::-1])
@@ -79,10 +78,6 @@ def palette_png(mask: np.ndarray, palette=PALETTE_RGB) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
-def write_palette_png(path, mask: np.ndarray, palette=PALETTE_RGB):
-    write_bytes_atomic(path, palette_png(mask, palette))
-
-
 def colorize(mask: np.ndarray, palette: Palette = VOC_PALETTE) -> np.ndarray:
     """The mask as a BGR colour image."""
     # a 3-channel look-up table: several times faster than numpy fancy indexing on video frames
@@ -93,7 +88,8 @@ def overlay(image_bgr: np.ndarray, mask: np.ndarray, alpha=0.5, palette: Palette
     """``image_bgr`` with its pixels blended towards their class colour (the background class left as is)."""
     blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(mask, palette), alpha, 0.0)
     if palette.background is not None:
-        cv2.copyTo(image_bgr, cv2.compare(mask, palette.background, cv2.CMP_EQ), blended)
+        # (a numpy comparison: cv2.compare takes a 1x1 mask for a scalar)
+        cv2.copyTo(image_bgr, (mask == palette.background).view(np.uint8), blended)
     return blended
 
 

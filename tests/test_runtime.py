@@ -190,10 +190,18 @@ def test_truncated_model_is_a_one_line_error(tmp_path):
 
 
 def test_text_file_and_missing_file_are_errors(tmp_path):
-    with pytest.raises(UserError, match="notes.tflite: not a loadable TFLite model"):
+    with pytest.raises(UserError, match=r"notes.tflite: not a TFLite model \(no TFL3 identifier\)"):
         SegmentationModel(write_model(tmp_path, b"just text\n", "notes.tflite"), num_threads=1)
-    with pytest.raises(UserError, match="absent.tflite: cannot read model"):
+    with pytest.raises(UserError, match="absent.tflite: model file not found"):
         SegmentationModel(tmp_path / "absent.tflite", num_threads=1)
+    with pytest.raises(UserError, match="empty.tflite: empty file, not a TFLite model"):
+        SegmentationModel(write_model(tmp_path, b"", "empty.tflite"), num_threads=1)
+    with pytest.raises(UserError, match="folder.tflite: is a folder, not a model file"):
+        SegmentationModel(tmp_path.joinpath("folder.tflite").mkdir() or tmp_path / "folder.tflite", num_threads=1)
+    # a valid identifier on a broken FlatBuffer: the interpreter's refusal, in one line
+    with pytest.raises(UserError, match="broken.tflite: not a loadable TFLite model"):
+        SegmentationModel(write_model(tmp_path, b"\x1c\x00\x00\x00TFL3" + b"\xff" * 40, "broken.tflite"),
+                          num_threads=1)
 
 
 def test_a_classifier_is_not_a_segmentation_model(tmp_path):

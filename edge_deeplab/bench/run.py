@@ -36,21 +36,21 @@ class DataSpec:
 
 
 def benchmark(models, device=HOST, threads=None, delegate="xnnpack", runs=30, warmup=5, baselines=(),
-              data: DataSpec | None = None, binary=None, android_args=(), memory=True, progress=True):
+              data: DataSpec | None = None, binary=None, android_args=(), memory=True, progress=True,
+              failed: list | None = None):
     """Latency of ``models`` and ``baselines`` (official models, marked as such) on ``device``.
 
     device: 'host' (this machine, in-process LiteRT, models interleaved run by run), 'pixel' (the one
     attached Android phone) or an adb serial. With ``data``, each model's mIOU is measured on this
-    machine (LiteRT, XNNPACK) and attached to all its rows.
+    machine (LiteRT, XNNPACK) and attached to all its rows. ``failed``: a list to collect (path, reason)
+    of the models that cannot be loaded and run, which are then left out (without it, the first one raises).
     """
     paths = [Path(p) for p in [*baselines, *models]]
     if not paths:
         raise UserError("no models to benchmark: give .tflite files (or --sweep SPEC)")
-    for p in paths:
-        if not p.is_file():
-            raise UserError(f"{p}: model file not found")
     if len(set(paths)) != len(paths):
         raise UserError("a model is listed twice")
+    paths = _loadable(paths, delegate if device == HOST else "xnnpack", failed)
     official = {str(Path(p)) for p in baselines}
     threads = tuple(threads or (_default_threads(device),))
     if device == HOST:
@@ -67,6 +67,29 @@ def benchmark(models, device=HOST, threads=None, delegate="xnnpack", runs=30, wa
     if data:
         attach_miou(results, data, threads=max(threads) if device == HOST else None, progress=progress)
     return results
+
+
+def _loadable(paths, delegate, failed):
+    """The models that load and run once here; the others go to ``failed`` (or raise, without it)."""
+    from edge_deeplab.runtime import make_interpreter, read_model_file
+
+    good = []
+    for path in paths:
+        try:
+            interpreter = make_interpreter(read_model_file(path), 1, delegate, source=path)
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], host.timing_input(interpreter))
+            interpreter.invoke()
+        except (UserError, RuntimeError, ValueError) as e:
+            error = e if isinstance(e, UserError) else UserError(f"{path}: cannot run the model ({e})")
+            if failed is None:
+                raise error from None
+            failed.append((str(path), str(error)))
+            continue
+        good.append(path)
+    if not good:
+        raise UserError(failed[0][1] if len(failed) == 1 else
+                        f"none of the {len(paths)} models can be measured (the first: {failed[0][1]})")
+    return good
 
 
 def _default_threads(device):

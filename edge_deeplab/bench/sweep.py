@@ -185,10 +185,18 @@ class SweepCache:
                 self.data = data
 
     def variant(self, key: str, source_id: str) -> dict | None:
+        """The cached conversion of a variant, if it is there intact: the .tflite its report describes
+        (a damaged or half-written file is converted again)."""
+        from edge_deeplab.tflite_report import read_report
+
         entry = self.data["variants"].get(key)
-        if entry and entry.get("source_id") == source_id and (self.dir / entry["tflite"]).is_file():
-            return entry
-        return None
+        if not entry or entry.get("source_id") != source_id:
+            return None
+        try:
+            read_report(self.dir / entry["tflite"])
+        except UserError:
+            return None
+        return entry
 
     def put_variant(self, key: str, entry: dict):
         self.data["variants"][key] = entry

@@ -14,7 +14,7 @@ import tf_keras as keras
 
 from edge_deeplab.config import DeepLabConfig
 from edge_deeplab.errors import UserError
-from edge_deeplab.io_utils import atomic_path
+from edge_deeplab.io_utils import atomic_path, require_file
 from edge_deeplab.model import heads, mobilenet_v2, xception
 from edge_deeplab.model.layers import CUSTOM_OBJECTS
 
@@ -167,9 +167,7 @@ def is_qat_model(model: keras.Model) -> bool:
 
 def load_model(path, compile=False) -> keras.Model:
     """Load a model saved by save_model (or any .keras / .h5 model using this project's layers)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: model file not found")
+    path = require_file(path)
     try:
         model = keras.models.load_model(str(path), custom_objects=CUSTOM_OBJECTS, compile=compile)
     except Exception as e:
