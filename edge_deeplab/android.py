@@ -110,11 +110,12 @@ def export_android(model_path, app_dir="android_demo", labels=None, background_c
     """
     from edge_deeplab.runtime import SegmentationModel, make_interpreter
 
-    from edge_deeplab.io_utils import check_writable
+    from edge_deeplab.io_utils import check_writable, require_file
 
-    model_path = Path(model_path)
-    assets = check_writable(app_assets_dir(app_dir), folder=True)
+    model_path = require_file(model_path)
+    assets = app_assets_dir(app_dir)
     model = SegmentationModel(model_path, num_threads=1, labels=labels)
+    check_writable(assets, folder=True)
     content = model_path.read_bytes()
     check_app_can_run(model_path, make_interpreter(content, 1, source=model_path), model.info)
     # One real inference: a model that loads but cannot run (an op the runtime lacks at invoke

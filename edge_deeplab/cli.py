@@ -628,7 +628,9 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
     """mIOU and per-class IoU of a .keras or .tflite MODEL on a dataset (.tflite needs no TensorFlow)."""
     from edge_deeplab.datasets import parse_class_map
     from edge_deeplab.evaluate import evaluate, open_predictor
+    from edge_deeplab.io_utils import require_file
 
+    require_file(model_path)
     dataset = open_dataset_from_options(data_dir, data_format, split, subset, data_classes, skip_bad, "val")
     predictor = open_predictor(model_path, num_threads=threads, resize=resize,
                                output_stride=int(output_stride) if output_stride else None)

@@ -6,8 +6,8 @@ the next write of the same output recognises leftovers by that name and removes 
 gone. Where an output cannot be written (a read-only folder, a parent path that is a file), the error
 is a UserError naming the path; ``check_writable`` finds that out before long work starts.
 
-``crash_point(name)`` kills the process with SIGKILL when $EDGE_DEEPLAB_CRASH_AT names that point: the
-tests use it to interrupt a real process at exactly the dangerous step.
+``crash_point(name)`` kills the process with SIGKILL when $EDGE_DEEPLAB_CRASH_AT names that point (or sends
+it SIGTERM for ``name=TERM``): the tests use it to interrupt a real process at exactly the dangerous step.
 """
 import contextlib
 import json
@@ -24,9 +24,13 @@ _PARTIAL = ".partial-"
 
 
 def crash_point(name: str):
-    """Die here, as kill -9 would, when $EDGE_DEEPLAB_CRASH_AT is ``name`` (tests of interruptions)."""
-    if os.environ.get(CRASH_ENV) == name:
+    """Die here, as kill -9 would, when $EDGE_DEEPLAB_CRASH_AT is ``name``; receive SIGTERM here when it is
+    ``name=TERM`` (tests of interruptions)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"{name}=TERM":
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _cannot_write(path, error: OSError) -> UserError:

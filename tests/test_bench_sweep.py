@@ -91,6 +91,7 @@ def test_tiny_sweep_resumes_where_it_stopped(shared, tmp_path, monkeypatch):
         raise AssertionError("a finished step ran again")
 
     real_convert, real_miou = sweep.convert_variant, sweep.measure_miou
+    real_load, real_bench = sweep.Sources.load, host.bench_host
     monkeypatch.setattr(sweep, "convert_variant", interrupt)  # killed while converting
     with pytest.raises(Interrupted):
         sweep.run_sweep(spec, work, **settings)
@@ -118,3 +119,17 @@ def test_tiny_sweep_resumes_where_it_stopped(shared, tmp_path, monkeypatch):
     monkeypatch.setattr(host, "bench_host", must_not_run)
     again = sweep.run_sweep(spec, work, **settings)
     assert [r.to_dict() for r in again] == [r.to_dict() for r in first]
+
+    # a damaged cached .tflite (its report no longer matches it) is converted again, not measured
+    model = work / "models" / "os16_nodec_fp32_65.tflite"
+    model.write_bytes(model.read_bytes()[:1000])
+    converted = []
+    monkeypatch.setattr(sweep, "convert_variant", lambda *a, **k: converted.append(a[1]) or real_convert(*a, **k))
+    monkeypatch.setattr(sweep.Sources, "load", real_load)
+    monkeypatch.setattr(sweep, "measure_miou", real_miou)
+    monkeypatch.setattr(host, "bench_host", real_bench)
+    sweep.run_sweep(spec, work, **settings)
+    assert converted == [model]
+    from edge_deeplab.tflite_report import read_report
+
+    assert read_report(model)["sha256"]
