@@ -31,8 +31,8 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="edge-deeplab", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's word for a KeyboardInterrupt (Ctrl-C, or SIGTERM: see above)
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()

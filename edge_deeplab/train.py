@@ -251,11 +251,14 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     start_epoch = int(epoch_var.numpy())
-    if config.qat and not manager.latest_checkpoint:
-        _start_quantization(net, float_net, config, source, aug)
-    elif not (config.qat or config.freeze_bn or manager.latest_checkpoint) and config.recalibrate_bn:
-        batches = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
-        recalibrate_batch_norm(net, (images for images, _ in batches.take(BN_RECALIBRATION_BATCHES)))
+    try:  # both read training batches: a bad sample surfaces here first
+        if config.qat and not manager.latest_checkpoint:
+            _start_quantization(net, float_net, config, source, aug)
+        elif not (config.qat or config.freeze_bn or manager.latest_checkpoint) and config.recalibrate_bn:
+            batches = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
+            recalibrate_batch_norm(net, (images for images, _ in batches.take(BN_RECALIBRATION_BATCHES)))
+    except tf.errors.OpError as e:
+        raise _data_error(e) from None
     if config.quantization_from:
         from edge_deeplab.qat import freeze_weight_ranges
 
