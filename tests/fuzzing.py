@@ -61,6 +61,8 @@ def run_in_child(job, limit_s: float = 30.0) -> str:
             job()
         except UserError:
             code = 2
+        except SystemExit as e:  # the CLI: 2 after its one-line error, 0 (or None) when done
+            code = {None: 0, 0: 0, 2: 2}.get(e.code, 1)
         except BaseException:  # noqa: BLE001 - any other exception is the bug this looks for
             traceback.print_exc()
             code = 1

@@ -189,8 +189,18 @@ def write_markdown(results, path, title="Benchmark", meta=None, plot=None):
     write_text_atomic(path, "\n".join(parts))
 
 
-def plot_pareto(results, path, title="Latency vs mIOU"):
-    """A PNG of mIOU against latency, one series per (device, delegate, threads), Pareto front joined."""
+# How the plot tells variants apart: colour = quantization, marker = decoder, size = output stride.
+QUANT_COLOURS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#ff7f0e", "int8_qat": "#d62728"}
+QUANT_NAMES = {"fp32": "float32", "fp16": "float16", "int8": "int8 (post-training)", "int8_qat": "int8 (QAT)"}
+DECODER_MARKERS = {0: "o", 1: "^"}
+OS_SIZES = {8: 130, 16: 60, 32: 22}
+
+
+def plot_pareto(results, path, title="Latency vs mIOU", ylabel="mIOU"):
+    """A PNG of ``ylabel`` against latency with the Pareto front, one panel per (device, delegate, threads).
+
+    Sweep variants are told apart by colour (quantization), marker (decoder off / on) and size (output
+    stride), explained in the legend; official models are stars and other models diamonds, both named."""
     points = [r for r in results if r.miou is not None and r.latency_ms is not None]
     if not points:
         raise UserError("the latency-vs-mIOU plot needs mIOU: pass --data (and --format) to measure it")
@@ -200,38 +210,73 @@ def plot_pareto(results, path, title="Latency vs mIOU"):
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
 
-    front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     groups = {}
     for r in points:
         groups.setdefault(_group(r), []).append(r)
-    several_devices = len({device for device, _, _ in groups}) > 1
-    for n, ((device, delegate, threads), members) in enumerate(groups.items()):
-        label = f"{threads} thread{'s' if threads > 1 else ''}, {delegate}" + (f", {device}" if several_devices else "")
-        ours = [r for r in members if not r.baseline]
-        base = [r for r in members if r.baseline]
-        color = f"C{n % 10}"
-        if ours:
-            ax.scatter([r.latency_ms for r in ours], [r.miou for r in ours], color=color, label=label, zorder=3)
-        if base:
-            ax.scatter([r.latency_ms for r in base], [r.miou for r in base], marker="*", s=180, color=color,
-                       edgecolor="black", label=f"official models ({label})", zorder=4)
-        line = sorted((r for r in front if _group(r) == (device, delegate, threads)), key=lambda r: r.latency_ms)
-        ax.plot([r.latency_ms for r in line], [r.miou for r in line], linestyle="--", color=color, alpha=0.6,
-                label=f"Pareto front ({label})")
-        if n == 0:  # names once: the other series show the same models at other settings
-            for r in members:
-                ax.annotate(r.model, (r.latency_ms, r.miou), fontsize=6, xytext=(4, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("latency, median ms (log scale)")
-    ax.set_ylabel("mIOU")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    width = 7.5 * len(groups) + 2.2  # the panels, and a column for the legend
+    fig, axes = plt.subplots(1, len(groups), figsize=(width, 6.5), dpi=120, sharey=True, squeeze=False)
+    front = {id(r) for r in pareto_front(points)}
+    for ax, ((device, delegate, threads), members) in zip(axes[0], groups.items()):
+        _plot_group(ax, members, front)
+        ax.set_title(f"{threads} thread{'s' if threads > 1 else ''}, {delegate}"
+                     + (f", {device}" if len({g[0] for g in groups}) > 1 else ""), fontsize=9)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel("latency, median ms (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title)
+    right = 1 - 2.2 / width
+    fig.tight_layout(rect=(0, 0, right, 1))
+    fig.legend(handles=_legend_handles(points), fontsize=8, loc="center left", bbox_to_anchor=(right, 0.5),
+               frameon=False)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _plot_group(ax, members, front):
+    line = sorted((r for r in members if id(r) in front), key=lambda r: r.latency_ms)
+    ax.plot([r.latency_ms for r in line], [r.miou for r in line], linestyle="--", color="black", alpha=0.5,
+            zorder=2)
+    named = []
+    for r in members:
+        edge = "black" if id(r) in front else "none"
+        if r.variant:
+            v = r.variant
+            ax.scatter(r.latency_ms, r.miou, color=QUANT_COLOURS.get(v.get("quant"), "grey"),
+                       marker=DECODER_MARKERS.get(int(v.get("decoder", 0)), "s"), s=OS_SIZES.get(v.get("os"), 60),
+                       edgecolor=edge, linewidth=1.2, zorder=3)
+        else:
+            ax.scatter(r.latency_ms, r.miou, marker="*" if r.baseline else "D", s=200 if r.baseline else 70,
+                       color="gold" if r.baseline else "lightgrey", edgecolor="black", zorder=4)
+            named.append(r)
+    # names of the few models that are not variants, stacked so that they never overlap
+    for k, r in enumerate(sorted(named, key=lambda r: r.miou)):
+        ax.annotate(r.model, (r.latency_ms, r.miou), xytext=(-10, 12) if k % 2 else (10, -16),
+                    textcoords="offset points", ha="right" if k % 2 else "left", fontsize=7,
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
+
+
+def _legend_handles(points):
+    from matplotlib.lines import Line2D
+
+    def dot(label, **style):
+        return Line2D([], [], linestyle="none", label=label, **style)
+
+    variants = [r.variant for r in points if r.variant]
+    quants = [q for q in QUANT_COLOURS if any(v.get("quant") == q for v in variants)]
+    decoders = sorted({int(v.get("decoder", 0)) for v in variants})
+    strides = sorted({v.get("os") for v in variants if v.get("os") in OS_SIZES})
+    handles = [dot(QUANT_NAMES[q], marker="s", color=QUANT_COLOURS[q], markersize=8) for q in quants]
+    handles += [dot("decoder " + ("on" if d else "off"), marker=DECODER_MARKERS[d], color="grey", markersize=8)
+                for d in decoders]
+    handles += [dot(f"output stride {o}", marker="o", color="grey", markersize=OS_SIZES[o] ** 0.5) for o in strides]
+    if any(r.baseline for r in points):
+        handles.append(dot("official model", marker="*", color="gold", markeredgecolor="black", markersize=13))
+    if any(not r.baseline and not r.variant for r in points):
+        handles.append(dot("other model", marker="D", color="lightgrey", markeredgecolor="black", markersize=7))
+    handles.append(Line2D([], [], linestyle="--", color="black", alpha=0.5, label="Pareto front (black edge)"))
+    return handles
