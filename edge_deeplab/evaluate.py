@@ -81,9 +81,11 @@ def keras_predictor(model, output_stride=None, resize="letterbox") -> Predictor:
         from edge_deeplab.qat import load_any_model
 
         name, model = str(model), load_any_model(model)
-    if output_stride:
-        if is_qat_model(model):
-            raise UserError("the output stride of a quantization-aware (QAT) model cannot be changed")
+    if output_stride and is_qat_model(model):
+        from edge_deeplab.qat import rebuild_qat
+
+        model = rebuild_qat(model, output_stride=int(output_stride))
+    elif output_stride:
         model = rebuild(model, output_stride=int(output_stride))
     if len(model.input_shape) != 4 or len(model.output_shape) != 4:
         raise UserError(f"{name}: not a segmentation model (input {model.input_shape}, output {model.output_shape}; "

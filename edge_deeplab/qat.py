@@ -80,6 +80,18 @@ def quantize_deeplab(model: keras.Model) -> keras.Model:
     return qat_model
 
 
+def rebuild_qat(qat_model: keras.Model, **changes) -> keras.Model:
+    """The same QAT weights and ranges in another variant, e.g. ``rebuild_qat(m, output_stride=8)``: output
+    stride and input size change no weight or range shape (the ranges were learnt at the trained output
+    stride, which other strides' activations may not fit: measure)."""
+    from edge_deeplab.model.deeplab import build_deeplab, model_config
+
+    config = model_config(qat_model).replace(**changes)
+    new = quantize_deeplab(build_deeplab(config))
+    new.set_weights(qat_model.get_weights())
+    return new
+
+
 def _range_variables(qat_model: keras.Model, input_name: str) -> dict:
     """float layer name -> (min variable, max variable) of every activation range of a QAT model (the
     input quantizer under ``input_name``)."""

@@ -133,3 +133,14 @@ def test_tiny_sweep_resumes_where_it_stopped(shared, tmp_path, monkeypatch):
     from edge_deeplab.tflite_report import read_report
 
     assert read_report(model)["sha256"]
+
+
+def test_qat_variants_need_their_qat_source(tmp_path):
+    spec = sweep.parse_spec("source=f.keras;quant=int8,int8_qat;qat_source=q.h5")
+    assert spec.qat_source == "q.h5" and [v.quant for v in spec.variants((65, 65))] == ["int8", "int8_qat"]
+    sources = sweep.Sources(spec)
+    assert sources.source_name(spec.variants((65, 65))[1]) == "q.h5"
+    assert sources.source_name(spec.variants((65, 65))[0]) == "f.keras"
+    bare = sweep.Sources(sweep.parse_spec("source=f.keras;quant=int8_qat;decoder=1;decoder_source=d.keras"))
+    with pytest.raises(UserError, match="int8_qat variants need the QAT model .*decoder_qat_source"):
+        bare.source_name(sweep.Variant(16, True, "int8_qat", (65, 65)))

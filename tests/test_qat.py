@@ -144,3 +144,20 @@ def test_quantization_from_is_checked(changes, message):
 
     with pytest.raises(UserError, match=message):
         TrainConfig(**changes)
+
+
+def test_a_qat_model_rebuilt_at_another_output_stride_keeps_weights_and_ranges(qat_run):
+    from edge_deeplab.qat import rebuild_qat
+
+    _, result, _ = qat_run
+    loaded = load_any_model(result.output)
+    at8 = rebuild_qat(loaded, output_stride=8)
+    assert is_qat_model(at8) and at8.deeplab_config.output_stride == 8
+    for a, b in zip(at8.get_weights(), loaded.get_weights()):  # kernels and min / max ranges alike
+        np.testing.assert_array_equal(a, b)
+    rates = {layer.layer.dilation_rate for layer in at8.layers if hasattr(getattr(layer, "layer", None),
+                                                                         "dilation_rate")}
+    assert (4, 4) in rates and (4, 4) not in {layer.layer.dilation_rate for layer in loaded.layers
+                                              if hasattr(getattr(layer, "layer", None), "dilation_rate")}
+    # eval --output-stride now takes QAT models too
+    assert keras_predictor(loaded, output_stride=8).num_classes == 2

@@ -4,8 +4,12 @@ A spec crosses output stride x decoder x quantization x input size over one sour
 
     {"source": "../shared/models/official/deeplabv3_257_mv_gpu.tflite",   (imported), or a .keras model,
      "decoder_source": "runs/decoder/model.keras",  (optional) fine-tuned model with the decoder
-     "os": [8, 16, 32], "decoder": [0, 1], "quant": ["fp32", "fp16", "int8"], "size": [257, 513],
+     "qat_source": "runs/qat/model_qat.h5",  "decoder_qat_source": ...   (optional) their QAT models
+     "os": [8, 16, 32], "decoder": [0, 1], "quant": ["fp32", "fp16", "int8", "int8_qat"], "size": [257, 513],
      "calibration": "data/images", "calibration_images": 64}     (int8 representative images)
+
+``int8`` is post-training full-integer quantization of the float model (calibrated on the images),
+``int8_qat`` the full-integer conversion of its quantization-aware trained model (no calibration).
 
 or inline: ``source=deeplabv3_257_mv_gpu.tflite;os=8,16;decoder=0;quant=fp32,int8;size=257``.
 A JSON spec may instead list ``"grids": [{"os": [8, 16], "quant": ["fp32"]}, {"decoder": [1], ...}]``:
@@ -34,7 +38,7 @@ from edge_deeplab.bench.record import BenchResult
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import write_json_atomic
 
-QUANTS = ("fp32", "fp16", "int8")
+QUANTS = ("fp32", "fp16", "int8", "int8_qat")  # int8: post-training (calibrated); int8_qat: of the QAT model
 LIST_KEYS = ("os", "decoder", "quant", "size")
 CACHE_FILE = "sweep.json"
 CACHE_VERSION = 1
@@ -68,6 +72,8 @@ class SweepSpec:
     size: tuple = ()  # (h, w) pairs; empty: the source's own input size
     grids: tuple = ()  # more crosses of os/decoder/quant/size (dicts of tuples); the variants are their union
     decoder_source: str | None = None
+    qat_source: str | None = None  # the quantization-aware trained (.h5) model of source, for int8_qat
+    decoder_qat_source: str | None = None  # ... and of decoder_source
     calibration: str | None = None  # folder of images for int8 calibration (default: the --data images)
     calibration_images: int = 64
     base_dir: str = "."  # relative paths in a spec file are relative to the file
@@ -162,7 +168,7 @@ def _spec_from_dict(raw: dict, where: str, base_dir=".") -> SweepSpec:
         raise UserError(f"{where}: 'grids' must be a list of objects with keys among {', '.join(LIST_KEYS)}")
     if grids:
         fields["grids"] = tuple(cross(g) for g in grids)
-    extra = {k: raw[k] for k in ("decoder_source", "calibration") if raw.get(k)}
+    extra = {k: raw[k] for k in ("decoder_source", "qat_source", "decoder_qat_source", "calibration") if raw.get(k)}
     if "calibration_images" in raw:
         extra["calibration_images"] = int(raw["calibration_images"])
     return SweepSpec(source=str(raw["source"]), base_dir=base_dir, **fields, **extra)
@@ -223,8 +229,19 @@ class Sources:
         self.spec = spec
         self._models = {}
 
-    def source_id(self, decoder: bool) -> str:
-        name = self.spec.decoder_source if decoder and self.spec.decoder_source else self.spec.source
+    def source_name(self, variant: Variant) -> str:
+        """The spec's model a variant is derived from (QAT variants: the QAT model of the float one)."""
+        decoder = variant.decoder and self.spec.decoder_source
+        if variant.quant == "int8_qat":
+            name = self.spec.decoder_qat_source if decoder else self.spec.qat_source
+            if not name:
+                raise UserError(f"{variant.key}: int8_qat variants need the QAT model of their source in the spec "
+                                f"({'decoder_qat_source' if decoder else 'qat_source'})")
+            return name
+        return self.spec.decoder_source if decoder else self.spec.source
+
+    def source_id(self, variant: Variant) -> str:
+        name = self.source_name(variant)
         p = self.spec.path(name) if not name.startswith("preset:") else None
         return f"{name}|{file_id(p)}" if p and p.is_file() else name
 
@@ -256,20 +273,27 @@ class Sources:
 
                     self._models[name] = (import_tflite(path)[0], True)
                 else:
-                    from edge_deeplab.model.deeplab import load_model, model_config
+                    from edge_deeplab.model.deeplab import model_config
+                    from edge_deeplab.qat import load_any_model
 
-                    model = load_model(path)
+                    model = load_any_model(path)  # float .keras, or a QAT .h5
                     model_config(model)  # a DeepLab model built by this project, or a clear error
                     self._models[name] = (model, True)
         return self._models[name]
 
     def model_for(self, variant: Variant):
         """(Keras model of the variant, note); the note says what is untrained (latency only)."""
-        from edge_deeplab.model.deeplab import adapt, model_config, rebuild
+        from edge_deeplab.model.deeplab import adapt, is_qat_model, model_config, rebuild
 
-        name = self.spec.decoder_source if variant.decoder and self.spec.decoder_source else self.spec.source
-        base, trained = self.load(name)
+        base, trained = self.load(self.source_name(variant))
         config = model_config(base)
+        if variant.quant == "int8_qat":
+            from edge_deeplab.qat import rebuild_qat
+
+            if not is_qat_model(base) or config.decoder != variant.decoder:
+                raise UserError(f"{self.source_name(variant)}: not the QAT model of a "
+                                f"{'decoder' if variant.decoder else 'no-decoder'} variant")
+            return rebuild_qat(base, output_stride=variant.output_stride, input_size=variant.size), ""
         if config.decoder == variant.decoder:
             model = rebuild(base, output_stride=variant.output_stride, input_size=variant.size)
             note = "" if trained else "untrained weights: latency only"
@@ -285,7 +309,7 @@ def convert_variant(model, path: Path, quant: str, calibration: Path | None, cal
     """Convert a Keras model to ``path`` (logits head, metadata) at the variant's quantization."""
     from edge_deeplab.convert import convert
 
-    quantize = {"fp32": "none", "fp16": "fp16", "int8": "int8"}[quant]
+    quantize = {"fp32": "none", "fp16": "fp16", "int8": "int8", "int8_qat": "int8"}[quant]
     extra = dict(calibration=str(calibration), num_calibration=calibration_images) if quant == "int8" else {}
     convert(model, path, quantize=quantize, progress=False, **extra)
 
@@ -309,7 +333,7 @@ def build_variants(spec: SweepSpec, work_dir, data=None, progress=True) -> list[
     variants = spec.variants(sources.default_size())
     done = []
     for i, variant in enumerate(variants, 1):
-        source_id = sources.source_id(variant.decoder)
+        source_id = sources.source_id(variant)
         entry = cache.variant(variant.key, source_id)
         if entry is None:
             if progress:
