@@ -128,7 +128,7 @@ def main():
     imported = w / f"voc_{a.input_size}.keras"
     recipe.run("import", ["import", official, "-o", imported, "--input-size", a.input_size, "--no-verify"],
                done=imported)
-    models, scores = [], {}
+    models, scores, fits = [], {}, {}
     for variant in a.variants.split(","):
         run, qat_run = w / f"float_{variant}", w / f"qat_{variant}"
         best = run / "best.keras"
@@ -140,6 +140,9 @@ def main():
             scores[f"{variant}_keras_os{os_}"] = recipe.run(
                 f"score float {variant} (Keras) at OS {os_}", ["eval", best, *val, "--output-stride", os_],
                 score=f"{variant}_keras_os{os_}")
+        fits[variant] = recipe.run(f"score float {variant} (Keras) on its training frames",
+                                   ["eval", best, *data_args, "--split", "train", "--json", "--no-progress"],
+                                   score=f"{variant}_keras_train")
         recipe.run(f"QAT fine-tune, {variant}",
                    ["train", "--qat", "--init", best, *train_args, "--freeze-bn",
                     "--epochs", a.qat_epochs, "--lr", a.qat_lr, "--run-dir", qat_run],
@@ -161,6 +164,15 @@ def main():
                            "quantization": quant, "source": str(source), "val_miou": scores[key]["miou"],
                            "val_iou": scores[key]["iou"]})
     write_models_json(w / "models.json", models)
+    latency_file = w / "latency.json"
+    recipe.run("latency of every .tflite, 2 threads, interleaved",
+               ["bench", *[m["path"] for m in models], "--threads", 2, "--runs", 30, "--json", latency_file],
+               done=latency_file)
+    latency = {Path(r["path"]).name: r["median_ms"] for r in json.loads(latency_file.read_text())["results"]}
+    for m in models:
+        m["median_ms_2_threads"] = latency.get(Path(m["path"]).name)
+    write_models_json(w / "models.json", models)
+    sizes = input_size_check(w / "float_nodecoder" / "best.keras", data, recipe) if "nodecoder" in a.variants else {}
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_avg_before": [round(x, 2) for x in load_before]},
@@ -168,11 +180,34 @@ def main():
         "steps": recipe.steps,
         "scores": {k: {"miou": v["miou"], "iou": v["iou"]} for k, v in scores.items()},
         "histories": {v: json.loads((w / f"float_{v}" / "history.json").read_text()) for v in a.variants.split(",")},
+        "fit_on_train": {k: {"miou": v["miou"], "iou": v["iou"]} for k, v in fits.items()},
+        "input_size_check": sizes,
         "models": models,
     }
     a.report.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     a.report.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
+
+
+def input_size_check(best, data, recipe) -> dict:
+    """The no-decoder model's val mIOU at 360x480 (CamVid's own size) against 361x481 (16k+1 on both sides,
+    where the corner-aligned resizes land on whole feature pixels): the same weights, rebuilt."""
+    cache = recipe.scores / "input_size_check.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    from edge_deeplab.datasets import open_dataset
+    from edge_deeplab.evaluate import evaluate, keras_predictor
+    from edge_deeplab.model.deeplab import load_model, rebuild
+
+    started = time.perf_counter()
+    model, val = load_model(best), open_dataset(data, "camvid", "val")
+    result = {f"{h}x{w}": evaluate(keras_predictor(rebuild(model, input_size=(h, w))), val,
+                                   progress=False).matrix.miou() for h, w in ((361, 481), (360, 480))}
+    recipe.steps.append({"step": "input size check (Python: rebuild + evaluate)", "command": "input_size_check()",
+                         "seconds": round(time.perf_counter() - started, 1),
+                         "load_avg_1min_after": round(os.getloadavg()[0], 2)})
+    cache.write_text(json.dumps(result))
+    return result
 
 
 def write_models_json(path: Path, models: list):

@@ -64,6 +64,11 @@ def test_class_names_travel_into_the_tflite_eval_predict_and_android(trained, tm
     result = json.loads(capsys.readouterr().out)
     assert list(result["iou"]) == CAMVID_CLASSES and result["images"] == 2
 
+    main(["bench", str(tflite), "--data", str(data), "--format", "camvid", "--runs", "2", "--warmup", "0",
+          "--threads", "1", "--no-memory", "--json", str(tmp_path / "bench.json")])
+    row = json.loads((tmp_path / "bench.json").read_text())["results"][0]
+    assert row["input"] == "33x49 float32" and list(row["iou"]) == CAMVID_CLASSES
+
     main(["predict", "-m", str(tflite), str(data / "val"), "-o", str(tmp_path / "out")])
     mask_png = tmp_path / "out" / "fval0_mask.png"
     palette = _png_palette(mask_png.read_bytes())

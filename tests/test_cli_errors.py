@@ -140,3 +140,13 @@ def test_x11_probe_answers_for_a_listening_server():
         assert _x11_reachable(f"127.0.0.1:{port - 6000}")
     assert not _x11_reachable(f"127.0.0.1:{port - 6000}")  # closed now
     assert not _x11_reachable(":93") and not _x11_reachable("nonsense")
+
+
+def test_errors_about_a_model_name_its_file(tmp_path, capsys):
+    keras = pytest.importorskip("tf_keras")
+    inputs = keras.Input((33, 33, 3), batch_size=1)
+    path = tmp_path / "plain.keras"
+    keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(inputs)).save(path)
+    one_error(["convert", path, "-o", tmp_path / "x.tflite"], capsys, f"{path}: no 'logits' layer")
+    one_error(["eval", path, "--data", tmp_path, "--format", "folder", "--data-classes", "2"], capsys,
+              "images folder not found")  # the model is a segmentation model: the data is what is missing
