@@ -1,6 +1,6 @@
 """1,000 seeded mutants of the official models through `edge-deeplab predict`, `eval` and `bench`.
 
-    python benchmarks/fuzz_models.py          # writes benchmarks/fuzz_models.md (about 10 minutes here)
+    python benchmarks/fuzz_models.py          # writes benchmarks/fuzz_models.md (its run time inside)
 
 Half the mutants come from deeplabv3_257_mv_gpu_metadata.tflite (float, logits, metadata), half from
 deeplabv3_mnv2_dm05_pascal_quant.tflite (uint8, ARG_MAX labels). Each mutant (truncated, bits flipped,

@@ -150,3 +150,11 @@ def test_errors_about_a_model_name_its_file(tmp_path, capsys):
     one_error(["convert", path, "-o", tmp_path / "x.tflite"], capsys, f"{path}: no 'logits' layer")
     one_error(["eval", path, "--data", tmp_path, "--format", "folder", "--data-classes", "2"], capsys,
               "images folder not found")  # the model is a segmentation model: the data is what is missing
+    classifier = tmp_path / "classifier.keras"
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]).save(classifier)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "a.png"), np.zeros((40, 40), np.uint8))
+    one_error(["eval", classifier, "--data", tmp_path, "--format", "folder", "--data-classes", "2", "--class-map",
+               "1:1", "--default-class", "0"], capsys, "classifier.keras: not a segmentation model")
