@@ -50,6 +50,8 @@ def benchmark(models, device=HOST, threads=None, delegate="xnnpack", runs=30, wa
         raise UserError("no models to benchmark: give .tflite files (or --sweep SPEC)")
     if len(set(paths)) != len(paths):
         raise UserError("a model is listed twice")
+    if device == HOST:
+        host.check_host_delegate(delegate)
     paths = _loadable(paths, delegate if device == HOST else "xnnpack", failed)
     official = {str(Path(p)) for p in baselines}
     threads = tuple(threads or (_default_threads(device),))
