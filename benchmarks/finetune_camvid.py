@@ -30,8 +30,8 @@ Choices (and why):
 - Trainable batch norm (batch 8), re-estimated from training batches first (`--recalibrate-bn`, on by
   default): the imported weights carry folded identity batch norms that training mode would break. In
   3-epoch probes on the same schedule (val mIOU after epochs 1-3; a look at val, stated as such): frozen
-  42.3 / 49.2 / 50.7, trainable 42.6 / 47.9 / 52.9. QAT keeps batch norm frozen (its statistics are folded into the weights
-  it fake-quantizes).
+  42.3 / 49.2 / 50.7, trainable 42.6 / 47.9 / 52.9. QAT keeps batch norm frozen (its statistics are folded
+  into the weights it fake-quantizes).
 """
 from __future__ import annotations
 
@@ -39,13 +39,12 @@ import argparse
 import json
 import os
 import platform
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from recipe_steps import REPO, Recipe
+
 SHARED = Path(os.environ.get("EDGE_DEEPLAB_SHARED", REPO.parent / "shared"))
 OFFICIAL = "models/official/deeplabv3_mnv2_pascal_quant.tflite"
 CAMVID = "data/camvid"
@@ -73,43 +72,6 @@ def parse_args():
     return p.parse_args()
 
 
-class Recipe:
-    """Runs `edge-deeplab` steps, timed; caches the JSON a scoring step prints under WORK/scores/."""
-
-    def __init__(self, work_dir: Path):
-        self.steps = []
-        self.scores = work_dir / "scores"
-        self.scores.mkdir(parents=True, exist_ok=True)
-
-    def run(self, name, args, score=None, done=None):
-        """Run `edge-deeplab ARGS` unless ``done`` (a path) exists or ``score`` (a cache name) is cached;
-        returns the parsed JSON of a scoring step."""
-        command = ["edge-deeplab", *map(str, args)]
-        shown = shlex.join(command)
-        cache = self.scores / f"{score}.json" if score else None
-        if cache and cache.exists() and json.loads(cache.read_text())["command"] == shown:
-            return json.loads(cache.read_text())["result"]
-        if done and Path(done).exists():
-            return None
-        print(f"\n$ {shown}", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "edge_deeplab", *map(str, args)], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE if score else None)
-        seconds = time.perf_counter() - started
-        self.steps.append({"step": name, "command": shown, "seconds": round(seconds, 1),
-                           "load_avg_1min_after": round(os.getloadavg()[0], 2)})
-        if proc.returncode:
-            sys.exit(f"step {name!r} failed ({proc.returncode}): {shown}")
-        print(f"[{name}: {seconds:.0f} s]", file=sys.stderr, flush=True)
-        if not score:
-            return None
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"command": shown, "result": result}))
-        os.replace(tmp, cache)
-        return result
-
-
 def main():
     a = parse_args()
     official, data = SHARED / OFFICIAL, SHARED / CAMVID
@@ -118,7 +80,7 @@ def main():
             sys.exit(f"{path} is absent: this recipe needs ../shared beside the repository")
     w = a.work_dir.resolve()
     w.mkdir(parents=True, exist_ok=True)
-    recipe = Recipe(w)
+    recipe = Recipe(w / "scores")
     load_before = os.getloadavg()
     data_args = ["--data", data, "--format", "camvid"]
     val = [*data_args, "--split", "val", "--json", "--no-progress"]
@@ -203,9 +165,8 @@ def input_size_check(best, data, recipe) -> dict:
     model, val = load_model(best), open_dataset(data, "camvid", "val")
     result = {f"{h}x{w}": evaluate(keras_predictor(rebuild(model, input_size=(h, w))), val,
                                    progress=False).matrix.miou() for h, w in ((361, 481), (360, 480))}
-    recipe.steps.append({"step": "input size check (Python: rebuild + evaluate)", "command": "input_size_check()",
-                         "seconds": round(time.perf_counter() - started, 1),
-                         "load_avg_1min_after": round(os.getloadavg()[0], 2)})
+    recipe.record("input size check (Python: rebuild + evaluate)", "input_size_check()",
+                  time.perf_counter() - started)
     cache.write_text(json.dumps(result))
     return result
 

@@ -30,14 +30,13 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from recipe_steps import REPO, Recipe
+
 SHARED = Path(os.environ.get("EDGE_DEEPLAB_SHARED", REPO.parent / "shared"))
 OFFICIAL = "models/official/deeplabv3_mnv2_pascal_quant.tflite"
 PENNFUDAN = "data/pennfudan/PennFudanPed"
@@ -59,27 +58,6 @@ def parse_args():
     p.add_argument("--report", type=Path, default=REPO / "benchmarks" / "finetune_pennfudan")
     p.add_argument("--fresh", action="store_true", help="Delete the work dir first (else interrupted runs resume).")
     return p.parse_args()
-
-
-class Recipe:
-    def __init__(self):
-        self.steps = []
-
-    def run(self, name, args, capture_json=False):
-        """Run `edge-deeplab ARGS`, timed; returns its parsed JSON output when ``capture_json``."""
-        command = ["edge-deeplab", *map(str, args)]
-        shown = " ".join(shlex.quote(c) for c in command)
-        print(f"\n$ {shown}", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "edge_deeplab", *map(str, args)], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE if capture_json else None)
-        seconds = time.perf_counter() - started
-        self.steps.append({"step": name, "command": shown, "seconds": round(seconds, 1),
-                           "load_avg_1min_after": round(os.getloadavg()[0], 2)})
-        if done.returncode:
-            sys.exit(f"step {name!r} failed ({done.returncode}): {shown}")
-        print(f"[{name}: {seconds:.0f} s]", file=sys.stderr, flush=True)
-        return json.loads(done.stdout.strip().splitlines()[-1]) if capture_json else None
 
 
 def main():

@@ -57,7 +57,8 @@ def main():
     lines = ["# Mutated official models through predict, eval and bench", "",
              f"Made by `python benchmarks/fuzz_models.py --count {a.count} --seed {a.seed}` in {minutes:.1f} min "
              "(each mutant through each verb in a forked child; see the script's docstring).", "",
-             "| model | verb | " + " | ".join(VERDICTS) + " |", "| --- | --- | " + " | ".join("---:" for _ in VERDICTS) + " |"]
+             "| model | verb | " + " | ".join(VERDICTS) + " |",
+             "| --- | --- | " + " | ".join("---:" for _ in VERDICTS) + " |"]
     total = Counter()
     for name, verb, result in rows:
         total.update(result["verdicts"])

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from edge_deeplab.errors import UserError
 from edge_deeplab.images import list_images, read_image
