@@ -15,7 +15,8 @@ timed and recorded in the report, so the recipe can be repeated by hand:
   3. score each best model on val/ at output stride 16 and, the same weights rebuilt, at output stride 8;
   4. convert each to float32 and to post-training full-integer int8 (calibrated on train/ frames);
   5. quantization-aware fine-tuning of each best float model, then full-integer int8 (no calibration);
-  6. score every .tflite on val/ in the TensorFlow-free runtime.
+  6. float32 and QAT int8 at output stride 8 too (`convert --output-stride 8`: the same weights, dilated);
+  7. score every .tflite on val/ in the TensorFlow-free runtime, and time them all (2 threads, interleaved).
 A step whose output is there is not run again (its scores are cached under WORK/scores/); a training run
 that was interrupted resumes at its last finished epoch.
 
@@ -109,20 +110,23 @@ def main():
                    ["train", "--qat", "--init", best, *train_args, "--freeze-bn",
                     "--epochs", a.qat_epochs, "--lr", a.qat_lr, "--run-dir", qat_run],
                    done=qat_run / "model_qat.h5")
-        conversions = {
-            "fp32": (best, ["--quantize", "none"]),
-            "int8_ptq": (best, ["--quantize", "int8", "--calibration", data / "train",
-                                "--num-calibration", a.num_calibration]),
-            "int8_qat": (qat_run / "best_qat.h5", ["--quantize", "int8"]),
+        conversions = {  # (quantization, output stride): (source, options); OS 8: the same weights, rebuilt
+            ("fp32", 16): (best, ["--quantize", "none"]),
+            ("int8_ptq", 16): (best, ["--quantize", "int8", "--calibration", data / "train",
+                                      "--num-calibration", a.num_calibration]),
+            ("int8_qat", 16): (qat_run / "best_qat.h5", ["--quantize", "int8"]),
+            ("fp32", 8): (best, ["--quantize", "none", "--output-stride", 8]),
+            ("int8_qat", 8): (qat_run / "best_qat.h5", ["--quantize", "int8", "--output-stride", 8]),
         }
-        for quant, (source, options) in conversions.items():
-            tflite = w / "models" / f"camvid_{variant}_os16_{quant}.tflite"
+        for (quant, os_), (source, options) in conversions.items():
+            tflite = w / "models" / f"camvid_{variant}_os{os_}_{quant}.tflite"
             tflite.parent.mkdir(exist_ok=True)
-            recipe.run(f"convert {variant} {quant}", ["convert", source, "-o", tflite, *options], done=tflite)
-            key = f"{variant}_{quant}"
-            scores[key] = recipe.run(f"score {variant} {quant} (.tflite)",
+            recipe.run(f"convert {variant} {quant} OS {os_}", ["convert", source, "-o", tflite, *options],
+                       done=tflite)
+            key = f"{variant}_{quant}" + ("" if os_ == 16 else f"_os{os_}")
+            scores[key] = recipe.run(f"score {variant} {quant} OS {os_} (.tflite)",
                                      ["eval", tflite, *val, "--threads", a.threads], score=key)
-            models.append({"path": str(tflite), "output_stride": 16, "decoder": variant == "decoder",
+            models.append({"path": str(tflite), "output_stride": os_, "decoder": variant == "decoder",
                            "quantization": quant, "source": str(source), "val_miou": scores[key]["miou"],
                            "val_iou": scores[key]["iou"]})
     write_models_json(w / "models.json", models)
@@ -177,6 +181,41 @@ def write_models_json(path: Path, models: list):
     os.replace(tmp, path)
 
 
+def targets(r) -> list:
+    """Issue 12's targets and trade-offs, from the scores and latencies above."""
+    s, ms = r["scores"], {(m["decoder"], m["quantization"], m["output_stride"]): m.get("median_ms_2_threads")
+                          for m in r["models"]}
+    pts = lambda a, b: f"{100 * (a - b):+.2f}"  # noqa: E731
+    variants = [v for v in ("nodecoder", "decoder") if f"{v}_fp32" in s]
+    best = max(s[f"{v}_fp32"]["miou"] for v in variants)
+    lines = ["## Targets and trade-offs", "",
+             f"- Best float model, val mIOU >= 70: {'met' if best >= 0.70 else 'NOT met'} ({100 * best:.2f})."]
+    for v in variants:
+        dec = v == "decoder"
+        f32, qat, ptq = (s[f"{v}_{q}"]["miou"] for q in ("fp32", "int8_qat", "int8_ptq"))
+        lines.append(f"- {v}: QAT int8 {pts(qat, f32)} points against its float model (target within 0.5: "
+                     f"{'met' if qat - f32 >= -0.005 else 'NOT met'}); post-training int8 {pts(ptq, f32)}.")
+        if f"{v}_fp32_os8" in s and ms.get((dec, "fp32", 8)) and ms.get((dec, "fp32", 16)):
+            lines.append(f"- {v}, output stride 8 vs 16 (the same weights, float32): "
+                         f"{pts(s[f'{v}_fp32_os8']['miou'], f32)} mIOU points for "
+                         f"{ms[(dec, 'fp32', 8)] / ms[(dec, 'fp32', 16)]:.2f}x the latency "
+                         f"({ms[(dec, 'fp32', 8)]:.1f} vs {ms[(dec, 'fp32', 16)]:.1f} ms).")
+    if len(variants) == 2:
+        on, off = s["decoder_fp32"], s["nodecoder_fp32"]
+        thin = ", ".join(f"{n} {pts(on['iou'][n], off['iou'][n])}" for n in THIN)
+        cost = (f" for {ms[(True, 'fp32', 16)] / ms[(False, 'fp32', 16)]:.2f}x the latency "
+                f"({ms[(True, 'fp32', 16)]:.1f} vs {ms[(False, 'fp32', 16)]:.1f} ms, float32, OS 16)"
+                if ms.get((True, "fp32", 16)) and ms.get((False, "fp32", 16)) else "")
+        lines.append(f"- The decoder: {pts(on['miou'], off['miou'])} mIOU points{cost}; thin classes: {thin}.")
+    for v, fit in r.get("fit_on_train", {}).items():
+        lines.append(f"- {v} on its own training frames: mIOU {100 * fit['miou']:.2f} "
+                     f"(val {100 * s[f'{v}_fp32']['miou']:.2f}); Pole {100 * fit['iou']['Pole']:.1f}.")
+    if r.get("input_size_check"):
+        lines.append("- Input size (no decoder, the same weights, Keras): " + ", ".join(
+            f"{size} {100 * m:.2f}" for size, m in r["input_size_check"].items()) + ".")
+    return lines
+
+
 def markdown(r) -> str:
     s = r["scores"]
     names = list(next(iter(s.values()))["iou"])
@@ -197,6 +236,8 @@ def markdown(r) -> str:
         "",
         f"Thin classes: {', '.join(THIN)}. `keras osN`: the best float epoch in Keras at output stride N (the same "
         "weights; trained at 16). `fp32`, `int8 ptq`, `int8 qat`: .tflite files at output stride 16 in LiteRT.",
+        "",
+        *targets(r),
         "",
         "## Training (val mIOU after every epoch)",
         "",

@@ -656,6 +656,8 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
               help="labels: take the argmax at 1/N of the input resolution, then upsample the class ids "
                    "(nearest): less head time; at 513 N=2 costs <0.1 and N=4 ~0.4 points of person IoU "
                    "(benchmarks/convert_speed.md).")
+@click.option("--output-stride", "--os", "output_stride", type=click.Choice(["8", "16", "32"]),
+              help="Rebuild the model's weights (float or QAT) at this output stride before converting [its own].")
 @click.option("--calibration", type=click.Path(file_okay=False),
               help="Folder of images for int8 post-training quantization (not needed for a QAT model).")
 @click.option("--num-calibration", type=click.IntRange(min=1), default=100, show_default=True,
@@ -681,7 +683,7 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Interpreter threads for the checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration, num_calibration,
+def convert(model, out_path, quantize, io_type, head, argmax_stride, output_stride, calibration, num_calibration,
             synthetic_calibration, quantization_from, float_stem, labels_file, samples, num_samples, name,
             model_version, metadata, threads, as_json):
     """Convert a Keras DeepLab MODEL (.keras / .h5: built, imported, trained or QAT; or a preset name) to TFLite.
@@ -696,7 +698,8 @@ def convert(model, out_path, quantize, io_type, head, argmax_stride, calibration
 
     writable(out_path)
     options = ConvertOptions(
-        quantize=quantize, io=io_type, output=head, argmax_stride=argmax_stride, calibration=calibration,
+        quantize=quantize, io=io_type, output=head, argmax_stride=argmax_stride,
+        output_stride=int(output_stride) if output_stride else None, calibration=calibration,
         num_calibration=num_calibration, synthetic_calibration=synthetic_calibration,
         quantization_from=quantization_from, float_stem=float_stem,
         labels=read_labels_file(labels_file) if labels_file else None, name=name, version=model_version,

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from edge_deeplab.config import OUTPUT_STRIDES
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import require_file
 from edge_deeplab.model.deeplab import is_qat_model
@@ -47,6 +48,7 @@ class ConvertOptions:
     io: str = "float"  # input (and quantized logits output) type of an int8 model
     output: str = "logits"
     argmax_stride: int = 1  # labels only: take the argmax at 1/argmax_stride of the input resolution
+    output_stride: int | None = None  # rebuild the Keras model (float or QAT) at this output stride first
     calibration: str | None = None  # folder of images for int8 post-training quantization
     quantization_from: str | None = None  # official QAT .tflite whose ranges / weight scales int8 takes
     num_calibration: int = DEFAULT_CALIBRATION_IMAGES
@@ -68,6 +70,8 @@ class ConvertOptions:
         _choice("output", self.output, OUTPUTS)
         if self.argmax_stride < 1:
             raise UserError(f"argmax stride must be >= 1, got {self.argmax_stride}")
+        if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES:
+            raise UserError(f"output stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
         if self.argmax_stride > 1 and self.output != "labels":
             raise UserError("--argmax-stride applies to --output labels only")
         if self.io != "float" and self.quantize != "int8":
@@ -172,6 +176,17 @@ def with_source_quantization(model, official_path):
     qat_model = quantize_deeplab(model)
     apply_source_quantization(qat_model, quantization)
     return qat_model
+
+
+def at_output_stride(model, output_stride: int):
+    """The same weights (and, for a QAT model, ranges) rebuilt at another output stride."""
+    from edge_deeplab.model.deeplab import rebuild
+
+    if is_qat_model(model):
+        from edge_deeplab.qat import rebuild_qat
+
+        return rebuild_qat(model, output_stride=int(output_stride))
+    return rebuild(model, output_stride=int(output_stride))
 
 
 def logits_layer(model, source=None):
@@ -387,6 +402,8 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
     options.validate()
     model = load_source(source)
     logits_layer(model, source=None if hasattr(source, "layers") else source)  # what this converts, checked first
+    if options.output_stride:
+        model = at_output_stride(model, options.output_stride)
     qat = is_qat_model(model)
     options.validate_for(qat)
     keras_model = model  # what the report compares the .tflite with: the float model, or the QAT one as trained

@@ -351,6 +351,7 @@ def test_argmax_grid_and_nearest_indices():
     ("tiny", dict(quantize="int8", quantization_from="x.tflite", synthetic_calibration=True), "no calibration"),
     ("no_such_preset", {}, "unknown preset"),
     ("missing.keras", {}, "model file not found"),
+    ("tiny", dict(output_stride=12), "output stride must be one of"),
 ])
 def test_bad_options_are_user_errors(tiny, workdir, source, options, message):
     source = tiny[1] if source == "tiny" else (workdir / source if source.endswith(".keras") else source)
@@ -367,3 +368,19 @@ def test_cli_errors_are_one_line(tiny, workdir, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err
+
+
+def test_convert_at_another_output_stride(tiny, workdir):
+    """--output-stride rebuilds the weights at another output stride first; the report compares the
+    .tflite with that rebuilt model (the same weights, dilated)."""
+    from edge_deeplab.model.deeplab import rebuild
+
+    path, model = tiny
+    result = convert(path, workdir / "os8.tflite", output_stride=8, progress=False)
+    assert result.report["agreement"]["label_agreement"] > 0.99
+    x = np.random.default_rng(0).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+    at8, at16 = rebuild(model, output_stride=8)(x).numpy(), model(x).numpy()
+    out = SegmentationModel(result.path, num_threads=1)
+    out.invoke(x)
+    np.testing.assert_allclose(out.raw_output(), at8, atol=1e-3)
+    assert np.abs(at8 - at16).max() > 1e-2  # another network indeed
