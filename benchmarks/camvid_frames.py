@@ -32,7 +32,7 @@ def main():
     p.add_argument("--output", type=Path, default=REPO / "benchmarks" / "camvid_val_frames.png")
     a = p.parse_args()
     models = [m for m in json.loads((a.work_dir / "models.json").read_text())["models"]
-              if m["quantization"] == a.quantization]
+              if m["quantization"] == a.quantization and m["output_stride"] == 16]
     models.sort(key=lambda m: m["decoder"])
     val = open_dataset(SHARED / "data" / "camvid", "camvid", "val")
     palette = palette_for(val.class_names).rgb.copy()

@@ -2,7 +2,9 @@
 recorded (with the load average after it) for the report, so that the recipe can be repeated by hand.
 
 A step is skipped when its output (``done``) is there, or when its printed JSON is cached under
-``scores_dir`` for the same command: a rerun of an interrupted recipe does only what is missing.
+``scores_dir`` for the same command: a rerun of an interrupted recipe does only what is missing. With a
+scores folder the steps' records persist there too (``steps.json``), so that the report of a recipe
+finished over several runs lists every step.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ class Recipe:
         self.scores = scores_dir
         if scores_dir:
             scores_dir.mkdir(parents=True, exist_ok=True)
+            if (scores_dir / "steps.json").exists():
+                self.steps = json.loads((scores_dir / "steps.json").read_text())
 
     def run(self, name, args, capture_json=False, score=None, done=None):
         """Run `edge-deeplab ARGS` unless ``done`` (a path) exists or ``score`` (a cache name under the scores
@@ -52,6 +56,11 @@ class Recipe:
         return result
 
     def record(self, name, command, seconds):
+        self.steps = [s for s in self.steps if s["command"] != command]  # a step run again: its latest run
         self.steps.append({"step": name, "command": command, "seconds": round(seconds, 1),
                            "load_avg_1min_after": round(os.getloadavg()[0], 2)})
         print(f"[{name}: {seconds:.0f} s]", file=sys.stderr, flush=True)
+        if self.scores:
+            tmp = self.scores / "steps.tmp"
+            tmp.write_text(json.dumps(self.steps, indent=1))
+            os.replace(tmp, self.scores / "steps.json")
