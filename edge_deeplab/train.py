@@ -311,11 +311,12 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
         if val_dataset is not None:
             from edge_deeplab.evaluate import evaluate, keras_predictor
 
-            result = evaluate(keras_predictor(final_model(net, model_cfg, config)), val_dataset,
-                              class_map=val_class_map, default_class=val_default_class, progress=False)
+            now = final_model(net, model_cfg, config)
+            result = evaluate(keras_predictor(now), val_dataset, class_map=val_class_map,
+                              default_class=val_default_class, progress=False)
             record["val_miou"] = result.matrix.miou()
             if run.chief and record["val_miou"] > max((h.get("val_miou", -1.0) for h in history), default=-1.0):
-                _save_trained(final_model(net, model_cfg, config), run.best_model(config.qat), config.qat)
+                _save_trained(now, run.best_model(config.qat), config.qat)  # model selection on validation
         history.append(record)
         with writer.as_default():
             for key in ("loss", "val_miou"):
