@@ -40,13 +40,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-from recipe_steps import REPO, Recipe
+from recipe_steps import REPO, Recipe, shared_paths
 
-SHARED = Path(os.environ.get("EDGE_DEEPLAB_SHARED", REPO.parent / "shared"))
 OFFICIAL = "models/official/deeplabv3_mnv2_pascal_quant.tflite"
 CAMVID = "data/camvid"
 THIN = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist")
@@ -75,10 +73,7 @@ def parse_args():
 
 def main():
     a = parse_args()
-    official, data = SHARED / OFFICIAL, SHARED / CAMVID
-    for path in (official, data):
-        if not path.exists():
-            sys.exit(f"{path} is absent: this recipe needs ../shared beside the repository")
+    official, data = shared_paths(OFFICIAL, CAMVID)
     w = a.work_dir.resolve()
     w.mkdir(parents=True, exist_ok=True)
     recipe = Recipe(w / "scores")

@@ -31,13 +31,11 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from recipe_steps import REPO, Recipe
+from recipe_steps import REPO, Recipe, shared_paths
 
-SHARED = Path(os.environ.get("EDGE_DEEPLAB_SHARED", REPO.parent / "shared"))
 OFFICIAL = "models/official/deeplabv3_mnv2_pascal_quant.tflite"
 PENNFUDAN = "data/pennfudan/PennFudanPed"
 
@@ -62,10 +60,7 @@ def parse_args():
 
 def main():
     a = parse_args()
-    official, data = SHARED / OFFICIAL, SHARED / PENNFUDAN
-    for path in (official, data):
-        if not path.exists():
-            sys.exit(f"{path} is absent: this recipe needs ../shared beside the repository")
+    official, data = shared_paths(OFFICIAL, PENNFUDAN)
     if a.fresh and a.work_dir.exists():
         shutil.rmtree(a.work_dir)
     a.work_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGE_DEEPLAB_SHARED", REPO.parent / "shared"))
+
+
+def shared_paths(*relative) -> list[Path]:
+    """Paths under ../shared, or exit saying which is absent (the recipes need the real models and data)."""
+    paths = [SHARED / r for r in relative]
+    for path in paths:
+        if not path.exists():
+            sys.exit(f"{path} is absent: this recipe needs ../shared beside the repository")
+    return paths
 
 
 class Recipe:
