@@ -20,7 +20,7 @@ import numpy as np
 
 from edge_deeplab.bench.record import BenchResult, latency_summary
 from edge_deeplab.errors import UserError
-from edge_deeplab.runtime import make_interpreter
+from edge_deeplab.runtime import make_interpreter, read_model_file
 
 HOST_DELEGATES = ("xnnpack", "cpu")  # or the path of a delegate library
 PHONE_ONLY_DELEGATES = ("gpu", "nnapi")
@@ -53,13 +53,6 @@ def runner_label() -> str:
         return f"ai-edge-litert {version('ai-edge-litert')}"
     except Exception:  # another runtime (tflite-runtime / tf.lite) stands in
         return "tflite interpreter"
-
-
-def read_model(path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read model ({e.strerror or e})") from None
 
 
 def timing_input(interpreter) -> np.ndarray:
@@ -123,7 +116,7 @@ def probe(path, threads: int, delegate: str) -> dict:
 
 def _probe_main(path, threads, delegate):
     """Body of ``probe``: what one model costs a process that loads it and runs it once."""
-    content = read_model(path)
+    content = read_model_file(path)
     # the model's own cost: peak resident memory above what the process held before loading it
     before_rss, before_max = _memory_mb("VmRSS"), _ru_maxrss_mb()
     has_hwm = before_rss is not None and _reset_peak_rss()
@@ -153,7 +146,7 @@ def bench_host(model_paths, threads=(2,), delegate="xnnpack", runs=30, warmup=5,
     paths = [Path(p) for p in model_paths]
     if not paths:
         raise UserError("no models to benchmark")
-    contents = [read_model(p) for p in paths]
+    contents = [read_model_file(p) for p in paths]
     device, runner = host_label(), runner_label()
     results = []
     for n in threads:

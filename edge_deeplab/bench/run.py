@@ -102,12 +102,12 @@ def _default_threads(device):
 
 def _fill_inputs(results):
     """The input shape and type of each model (benchmark_model does not print them)."""
-    from edge_deeplab.runtime import make_interpreter
+    from edge_deeplab.runtime import make_interpreter, read_model_file
 
     described = {}
     for r in results:
         if r.path not in described:
-            interpreter = make_interpreter(host.read_model(r.path), 1, "xnnpack", source=r.path)
+            interpreter = make_interpreter(read_model_file(r.path), 1, "xnnpack", source=r.path)
             described[r.path] = host.describe_input(interpreter)
         r.input = described[r.path]
 
