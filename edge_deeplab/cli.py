@@ -15,8 +15,14 @@ from edge_deeplab.errors import UserError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edge-deeplab")
-def cli():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's and LiteRT's own native log lines too.")
+@click.pass_context
+def cli(ctx, verbose):
     """DeepLab semantic segmentation from Keras to phones and edge boxes."""
+    if (ctx.obj or {}).get("own_process") and not verbose:
+        from edge_deeplab.native_logs import silence_native_stderr
+
+        silence_native_stderr()
 
 
 def _terminate(signum, frame):
@@ -30,7 +36,8 @@ def main(argv=None):
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        cli.main(args=argv, prog_name="edge-deeplab", standalone_mode=False)
+        # a process of its own (the console script, python -m) keeps native log lines off the terminal
+        cli.main(args=argv, prog_name="edge-deeplab", standalone_mode=False, obj={"own_process": argv is None})
     except click.exceptions.Abort:  # click's word for a KeyboardInterrupt (Ctrl-C, or SIGTERM: see above)
         click.echo("interrupted", err=True)
         sys.exit(130)
@@ -534,8 +541,13 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
               help="With --qat: start from the quantization of the official 8-bit model the --init weights were "
                    "imported from: its activation ranges, and its weight grids kept fixed through training (a new "
                    "classifier is calibrated). Far closer to the float model than calibrated ranges.")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker", "tpu"]), default="default",
-              show_default=True, help="tf.distribute strategy (multi-worker reads $TF_CONFIG).")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker", "tpu"]),
+              help="tf.distribute strategy [default; multi-worker with --worker]. multi-worker: the cluster in "
+                   "$TF_CONFIG or --worker; --batch-size is the global batch, split across the workers.")
+@click.option("--worker", "workers", metavar="HOST:PORT,HOST:PORT",
+              help="Train on this cluster of workers (multi-worker): every worker runs the same command with its "
+                   "own --task-index; worker 0 is the chief and writes the run's files.")
+@click.option("--task-index", type=click.IntRange(min=0), help="This worker's place in --worker.")
 @click.option("--tpu", help="TPU name or address for --strategy tpu.")
 @click.option("--val-split", help="Evaluate this split of the dataset (e.g. val) after every epoch.")
 @click.option("--val-subset", help="Evaluate this subset (start:stop[:step]) of the training split, or of --val-split, "
@@ -547,12 +559,19 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
           weights, data_dir, data_format, split, subset, data_classes, skip_bad, run_dir, output, epochs,
           batch_size, crop_size, learning_rate, end_lr, optimizer, weight_decay, freeze_bn, recalibrate_bn,
           class_weights, train_output_stride,
-          max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, quantization_from, strategy, tpu,
-          val_split, val_subset, val_class_map, val_default_class, progress):
+          max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, quantization_from, strategy, workers,
+          task_index, tpu, val_split, val_subset, val_class_map, val_default_class, progress):
     """Train or fine-tune a DeepLab model (float, or quantization-aware with --qat)."""
     from edge_deeplab.datasets import parse_class_map
-    from edge_deeplab.train import TrainConfig, make_strategy
+    from edge_deeplab.distribute import cluster_config, make_strategy
+    from edge_deeplab.train import TrainConfig
     from edge_deeplab.train import train as run_training
+
+    cluster = None
+    if workers or task_index is not None:
+        if strategy not in (None, "multi-worker"):
+            raise UserError(f"--worker and --task-index go with --strategy multi-worker, not {strategy}")
+        strategy, cluster = "multi-worker", cluster_config(workers or "", task_index)
 
     writable(run_dir, folder=True)
     writable(output)
@@ -569,7 +588,7 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
                          max_resize=max_resize, min_scale=min_scale, max_scale=max_scale, flip=flip,
                          label_map=parse_class_map(label_map), qat=qat, quantization_from=quantization_from,
                          seed=seed, cache=cache)
-    dist = make_strategy(strategy, tpu)  # before any model is built, as tf.distribute requires
+    dist = make_strategy(strategy or "default", tpu, cluster)  # before any TensorFlow work, as tf.distribute requires
     model = initial_model(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes,
                           aspp, decoder, weights, qat)
     result = run_training(model, dataset, run_dir, config, output=output, val_dataset=val,
@@ -581,7 +600,12 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
         click.echo(f"skipped {len(dataset.skipped)} bad samples", err=True)
     last = result.history[-1] if result.history else {}
     summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k in ("loss", "val_miou"))
-    click.echo(f"saved {result.output} ({len(result.history)} epochs; {summary})")
+    if result.worker:
+        click.echo(f"{result.worker}: weights {result.fingerprint}", err=True)
+    if result.output:
+        click.echo(f"saved {result.output} ({len(result.history)} epochs; {summary})")
+    else:
+        click.echo(f"trained {len(result.history)} epochs ({summary}); the chief saved the model")
 
 
 def initial_model(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp,

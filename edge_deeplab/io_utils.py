@@ -20,14 +20,18 @@ from pathlib import Path
 from edge_deeplab.errors import UserError
 
 CRASH_ENV = "EDGE_DEEPLAB_CRASH_AT"
+_CRASH_COUNTS: dict = {}  # crash point name -> times reached
 _PARTIAL = ".partial-"
 
 
 def crash_point(name: str):
-    """Die here, as kill -9 would, when $EDGE_DEEPLAB_CRASH_AT is ``name``; receive SIGTERM here when it is
-    ``name=TERM`` (tests of interruptions)."""
+    """Die here, as kill -9 would, when $EDGE_DEEPLAB_CRASH_AT is ``name`` (or ``name@K``: the K-th time
+    this point is reached); receive SIGTERM here when it is ``name=TERM`` (tests of interruptions)."""
     wanted = os.environ.get(CRASH_ENV)
-    if wanted == name:
+    if not wanted or not wanted.startswith(name):
+        return
+    _CRASH_COUNTS[name] = _CRASH_COUNTS.get(name, 0) + 1
+    if wanted in (name, f"{name}@{_CRASH_COUNTS[name]}"):
         os.kill(os.getpid(), signal.SIGKILL)
     elif wanted == f"{name}=TERM":
         os.kill(os.getpid(), signal.SIGTERM)

@@ -110,16 +110,24 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
 
 
-def training_dataset(source: SampleSource, aug: Augment, batch_size: int, epoch: int, seed: int = 0):
+def training_dataset(source: SampleSource, aug: Augment, batch_size: int, epoch: int, seed: int = 0,
+                     input_context=None):
     """One epoch of augmented, normalized batches ((B, H, W, 3) float32, (B, H, W) int32; 255 = ignore).
 
-    Incomplete last batches are dropped so that every step sees ``batch_size`` crops.
+    Incomplete last batches are dropped so that every step sees ``batch_size`` crops. With
+    ``input_context`` (a tf.distribute.InputContext: one worker's input pipeline) ``batch_size`` is the
+    global batch and the batches are this worker's replicas' slices of each global batch, one replica's
+    after another: the workers together see exactly the samples and augmentations of a single process.
     """
     n = len(source)
     if n < batch_size:
         raise UserError(f"{source.dataset.name}: {n} training samples is fewer than the batch size {batch_size}")
     order = epoch_order(n, seed, epoch)
     positions = np.arange(n, dtype=np.int64) + np.int64(epoch) * n
+    if input_context is not None and input_context.num_replicas_in_sync > 1:
+        keep, batch_size = replica_share(n, batch_size, input_context.num_replicas_in_sync,
+                                         input_context.input_pipeline_id, input_context.num_input_pipelines)
+        order, positions = order[keep], positions[keep]
 
     def read(index, position):
         image, label = tf.numpy_function(lambda i: source[int(i)], [index], [tf.uint8, tf.uint8], stateful=False)
@@ -132,3 +140,19 @@ def training_dataset(source: SampleSource, aug: Augment, batch_size: int, epoch:
     ds = ds.map(lambda image, label, s: augment(image, label, s, aug), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def replica_share(num_samples: int, global_batch: int, replicas: int, pipeline: int, pipelines: int):
+    """(positions in an epoch's order, per-replica batch) of input pipeline ``pipeline`` of ``pipelines``:
+    for every global batch, the slices of its local replicas (replicas / pipelines of them), in order."""
+    per_replica, local = per_replica_batch(global_batch, replicas), replicas // pipelines
+    steps = num_samples // global_batch
+    slots = np.arange(steps * global_batch).reshape(steps, replicas, per_replica)
+    return slots[:, pipeline * local:(pipeline + 1) * local].reshape(-1), per_replica
+
+
+def per_replica_batch(global_batch: int, replicas: int) -> int:
+    if global_batch % replicas:
+        raise UserError(f"the batch size {global_batch} (the global batch) must be a multiple of the "
+                        f"{replicas} replicas it is split across")
+    return global_batch // replicas

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,12 +30,13 @@ from tqdm import tqdm
 
 from edge_deeplab.config import DeepLabConfig
 from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_weights
+from edge_deeplab.distribute import (broadcast_from_first_replica, cluster_min, is_chief, make_strategy,
+                                     weights_fingerprint, worker_name)
 from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import crash_point, write_json_atomic
 from edge_deeplab.model.deeplab import build_deeplab, model_config, save_model
-from edge_deeplab.pipeline import Augment, SampleSource, training_dataset
+from edge_deeplab.pipeline import Augment, SampleSource, per_replica_batch, training_dataset
 
-STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 OPTIMIZERS = ("sgd", "adam")
 CALIBRATION_BATCHES = 8  # batches that set the activation ranges a QAT run starts from
 BN_RECALIBRATION_BATCHES = 16  # batches that re-estimate batch-norm statistics before unfrozen training
@@ -95,28 +97,11 @@ class TrainConfig:
 @dataclasses.dataclass
 class TrainResult:
     model: keras.Model  # the trained model at the original input size, batch 1 (QAT-wrapped with qat=True)
-    output: Path
+    output: Path | None  # where the model was saved (None on a worker that is not the chief: it saves nothing)
     history: list
     resumed_at_epoch: int  # 0 for a fresh run
-
-
-def make_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute.Strategy:
-    """default: one device; mirrored: all local GPUs; multi-worker: the cluster in $TF_CONFIG; tpu: a TPU."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError) as e:
-            raise UserError(f"no TPU found ({str(e).splitlines()[0]})") from None
-        return tf.distribute.TPUStrategy(resolver)
-    raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    fingerprint: str = ""  # of the trained weights: the same on every worker of a multi-worker run
+    worker: str = ""  # "worker 1 of 2" in a multi-worker run
 
 
 def variant(model: keras.Model, config: DeepLabConfig, free_batch=False) -> keras.Model:
@@ -124,10 +109,7 @@ def variant(model: keras.Model, config: DeepLabConfig, free_batch=False) -> kera
 
     ``free_batch``: a batch dimension of any size, for training (the builder fixes it at 1).
     """
-    new = build_deeplab(config)
-    if free_batch:
-        h, w = config.input_size
-        new = keras.models.clone_model(new, input_tensors=keras.Input(shape=(h, w, 3), name="image"))
+    new = build_deeplab(config, batch_size=None if free_batch else 1)
     new.set_weights(model.get_weights())
     new.deeplab_config = config
     return new
@@ -157,21 +139,14 @@ def _freeze_batch_norm(model):
             layer.trainable = False
 
 
-def _is_chief(strategy) -> bool:
-    """Whether this process writes the run's files: the chief, or worker 0 of a cluster without one."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type in (None, "chief"):
-        return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
-
-
 class Run:
-    """The files of a run directory."""
+    """The files of a run directory. Only the chief writes them; another worker of a cluster keeps its own
+    checkpoints (each worker resumes from its own) in a hidden folder it removes when the run ends, as
+    TensorFlow's multi-worker pattern has every worker save and keeps the chief's."""
 
     def __init__(self, run_dir, strategy):
         self.dir = Path(run_dir)
-        self.chief = _is_chief(strategy)
-        # every worker must write its checkpoint; only the chief's is kept (TF's multi-worker pattern)
+        self.chief = is_chief(strategy)
         worker = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0)
         self.checkpoints = self.dir / ("checkpoints" if self.chief else f".worker{worker}_checkpoints")
         self.settings = self.dir / "run.json"
@@ -197,6 +172,22 @@ class Run:
     def history(self) -> list:
         return json.loads(self.history_file.read_text()) if self.history_file.exists() else []
 
+    def finish(self):
+        """A worker's own checkpoints go once the run is complete (the chief's stay with the run)."""
+        if not self.chief:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class _Training:
+    """What a run trains and saves: the network at the crop size, its optimizer and the checkpoint."""
+    net: keras.Model
+    float_net: keras.Model  # the float network under ``net`` (``net`` itself, but for QAT)
+    schedule: keras.optimizers.schedules.LearningRateSchedule
+    optimizer: keras.optimizers.Optimizer
+    epoch: tf.Variable  # epochs completed, checkpointed with the weights
+    manager: tf.train.CheckpointManager
+
 
 def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: TrainConfig = TrainConfig(),
           output=None, val_dataset: SegmentationDataset | None = None, val_class_map=None, val_default_class=None,
@@ -205,31 +196,68 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
     """Train ``model`` (float; with ``config.qat`` a float model to fine-tune quantization-aware) on
     ``dataset``; resume from ``run_dir`` when it holds checkpoints of the same run.
 
+    ``config.batch_size`` is the global batch, split across the replicas of ``strategy`` (see distribute.py).
     ``progress`` shows a progress bar per epoch, ``log_epochs`` a line after each (on stderr).
     ``val_dataset`` is evaluated (mIOU) after every epoch, predictions mapped to its classes by
     ``val_class_map`` ({model class: dataset class}) and ``val_default_class``.
     ``step_callback(epoch, step, loss)`` runs after every step.
     Returns the trained model at the model's own input size and output stride, saved to ``output``
-    (default ``run_dir/model.keras``; QAT models: ``run_dir/model_qat.h5``, see qat.py).
+    (default ``run_dir/model.keras``; QAT models: ``run_dir/model_qat.h5``, see qat.py) by the chief.
     """
-    model_cfg = model_config(model)
-    crop = config.crop_size or model_cfg.input_size
-    train_cfg = model_cfg.replace(input_size=crop, output_stride=config.output_stride or model_cfg.output_stride)
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     run = Run(run_dir, strategy)
     output = Path(output) if output else run.dir / ("model_qat.h5" if config.qat else "model.keras")
     if output.suffix != (".h5" if config.qat else ".keras"):
         raise UserError(f"{output}: {'QAT models are saved as .h5' if config.qat else 'models are saved as .keras'}")
-    model_cfg = _with_class_names(model_cfg, dataset, config)
+    model_cfg = _with_class_names(model_config(model), dataset, config)
+    crop = config.crop_size or model_cfg.input_size
     source = SampleSource(dataset, model_cfg.num_classes, config.label_map, cache=config.cache)
     weights = class_weights(config.class_weights, dataset, model_cfg.num_classes, config.label_map)
     run.check_settings({"train": config.to_dict(), "model": model_cfg.to_dict(), "dataset": dataset.name,
                         "samples": len(dataset.pairs),
                         "class_weights": None if weights is None else [round(float(w), 6) for w in weights]})
+    per_replica_batch(config.batch_size, strategy.num_replicas_in_sync)  # the global batch splits evenly
     steps_per_epoch = len(source) // config.batch_size
-    total_steps = config.epochs * steps_per_epoch
     aug = Augment(crop, config.max_resize, config.min_scale, config.max_scale, config.flip)
+    train_cfg = model_cfg.replace(input_size=crop, output_stride=config.output_stride or model_cfg.output_stride)
+    t = _set_up(model, train_cfg, config, config.epochs * steps_per_epoch, strategy, run)
+    start_epoch = _resume(t, strategy)
+    try:  # both read training batches: a bad sample surfaces here first
+        _starting_weights(t, config, source, aug, resumed=start_epoch > 0)
+    except tf.errors.OpError as e:
+        raise _data_error(e) from None
+    broadcast_from_first_replica(strategy, t.net.weights)  # every worker starts from the chief's weights
+    history = run.history()[:start_epoch]
+    train_step = _train_step(t, strategy, config, weights)
+    writer = tf.summary.create_file_writer(str(run.dir / "logs")) if run.chief else tf.summary.create_noop_writer()
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        batches = strategy.distribute_datasets_from_function(
+            lambda context, e=epoch: training_dataset(source, aug, config.batch_size, e, config.seed, context))
+        losses = _run_epoch(t, train_step, batches, epoch, config.epochs, steps_per_epoch, writer, step_callback,
+                            progress)
+        t.epoch.assign(epoch + 1)
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "steps": int(t.optimizer.iterations.numpy()),
+                  "learning_rate": float(t.schedule(t.optimizer.iterations)),
+                  "seconds": round(time.perf_counter() - started, 2)}
+        if val_dataset is not None and run.chief:  # validation and model selection: the chief's job
+            now = final_model(t.net, model_cfg, config)
+            record["val_miou"] = _validate(now, val_dataset, val_class_map, val_default_class)
+            if record["val_miou"] > max((h.get("val_miou", -1.0) for h in history), default=-1.0):
+                _save_trained(now, run.best_model(config.qat), config.qat)
+        history.append(record)
+        _end_epoch(t, run, history, record, writer, log_epochs)
+    trained = final_model(t.net, model_cfg, config)
+    if run.chief:
+        _save_trained(trained, output, config.qat)
+    run.finish()
+    return TrainResult(trained, output if run.chief else None, history, start_epoch,
+                       weights_fingerprint(trained.get_weights()), worker_name(strategy))
 
+
+def _set_up(model, train_cfg, config: TrainConfig, total_steps, strategy, run: Run) -> _Training:
+    """The network at the training crop size (QAT-wrapped for QAT), its optimizer and checkpoint, built
+    in the strategy's scope."""
     with strategy.scope():
         net = float_net = variant(model, train_cfg, free_batch=True)
         if config.qat:
@@ -245,35 +273,58 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
         else:
             optimizer = keras.optimizers.Adam(schedule)
         optimizer.build(net.trainable_variables)
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, epoch=epoch_var)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, str(run.checkpoints), max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    start_epoch = int(epoch_var.numpy())
-    try:  # both read training batches: a bad sample surfaces here first
-        if config.qat and not manager.latest_checkpoint:
-            _start_quantization(net, float_net, config, source, aug)
-        elif not (config.qat or config.freeze_bn or manager.latest_checkpoint) and config.recalibrate_bn:
-            batches = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
-            recalibrate_batch_norm(net, (images for images, _ in batches.take(BN_RECALIBRATION_BATCHES)))
-    except tf.errors.OpError as e:
-        raise _data_error(e) from None
+    return _Training(net, float_net, schedule, optimizer, epoch, manager)
+
+
+def _resume(t: _Training, strategy) -> int:
+    """Restore the last checkpoint; returns the epochs it holds. The workers of a cluster resume from the
+    same epoch: the earliest of theirs (one killed between two workers' saves is an epoch behind, and
+    every worker keeps its previous checkpoint too)."""
+    latest = t.manager.latest_checkpoint
+    epoch = int(latest.rsplit("-", 1)[1]) if latest else 0
+    agreed = cluster_min(strategy, epoch)
+    if agreed < epoch:
+        wanted = [c for c in t.manager.checkpoints if c.endswith(f"-{agreed}")]
+        if agreed == 0 or not wanted:
+            raise UserError(f"{t.manager.directory}: this worker is at epoch {epoch} and another at {agreed}; "
+                            "the workers have no checkpoint in common (start them with the same run folders)")
+        latest = wanted[0]
+    if latest:
+        t.manager.checkpoint.restore(latest).assert_existing_objects_matched()
+    return int(t.epoch.numpy())
+
+
+def _starting_weights(t: _Training, config: TrainConfig, source, aug, resumed: bool):
+    """What a fresh run does to the weights before its first step: QAT's starting ranges, or re-estimated
+    batch-norm statistics for trainable batch norm; and QAT with an official quantization keeps its
+    weight grids fixed."""
+    if config.qat and not resumed:
+        _start_quantization(t.net, t.float_net, config, source, aug)
+    elif not (config.qat or config.freeze_bn or resumed) and config.recalibrate_bn:
+        batches = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
+        recalibrate_batch_norm(t.net, (images for images, _ in batches.take(BN_RECALIBRATION_BATCHES)))
     if config.quantization_from:
         from edge_deeplab.qat import freeze_weight_ranges
 
-        freeze_weight_ranges(net)
-    history = run.history()[:start_epoch]
-    decayed = _decayed_variables(net)
+        freeze_weight_ranges(t.net)
+
+
+def _train_step(t: _Training, strategy, config: TrainConfig, class_weights_):
+    """One synchronous step over the global batch: each replica's loss is scaled by the replica count,
+    so the summed gradients are those of the global batch's mean loss."""
+    decayed = _decayed_variables(t.net)
     replicas = strategy.num_replicas_in_sync
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            loss = segmentation_loss(labels, net(images, training=True), weights)
+            loss = segmentation_loss(labels, t.net(images, training=True), class_weights_)
             l2 = tf.add_n([tf.nn.l2_loss(v) for v in decayed]) if decayed else 0.0
             total = (loss + config.weight_decay * l2) / replicas
-        grads = tape.gradient(total, net.trainable_variables)
-        optimizer.apply_gradients(zip(grads, net.trainable_variables))
+        grads = tape.gradient(total, t.net.trainable_variables)
+        t.optimizer.apply_gradients(zip(grads, t.net.trainable_variables))
         return loss
 
     @tf.function
@@ -281,61 +332,55 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
         losses = strategy.run(replica_step, args=(images, labels))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
-    writer = tf.summary.create_file_writer(str(run.dir / "logs")) if run.chief else tf.summary.create_noop_writer()
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        batches = strategy.experimental_distribute_dataset(
-            training_dataset(source, aug, config.batch_size, epoch, config.seed))
-        losses = []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
-                   disable=not progress, leave=False)
-        try:
-            for step, (images, labels) in enumerate(batches):
-                loss = float(train_step(images, labels))
-                losses.append(loss)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                with writer.as_default():
-                    tf.summary.scalar("loss", loss, step=optimizer.iterations)
-                    tf.summary.scalar("learning_rate", schedule(optimizer.iterations), step=optimizer.iterations)
-                if step_callback:
-                    step_callback(epoch, step, loss)
-        except tf.errors.OpError as e:
-            raise _data_error(e) from None
-        finally:
-            bar.close()
-        epoch_var.assign(epoch + 1)
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "steps": int(optimizer.iterations.numpy()),
-                  "learning_rate": float(schedule(optimizer.iterations)),
-                  "seconds": round(time.perf_counter() - started, 2)}
-        if val_dataset is not None:
-            from edge_deeplab.evaluate import evaluate, keras_predictor
+    return train_step
 
-            now = final_model(net, model_cfg, config)
-            result = evaluate(keras_predictor(now), val_dataset, class_map=val_class_map,
-                              default_class=val_default_class, progress=False)
-            record["val_miou"] = result.matrix.miou()
-            if run.chief and record["val_miou"] > max((h.get("val_miou", -1.0) for h in history), default=-1.0):
-                _save_trained(now, run.best_model(config.qat), config.qat)  # model selection on validation
-        history.append(record)
-        with writer.as_default():
-            for key in ("loss", "val_miou"):
-                if key in record:
-                    tf.summary.scalar(f"epoch_{key}", record[key], step=epoch + 1)
-        # history first, then the checkpoint: killed in between, the resumed run redoes this epoch and
-        # drops its record (history is cut at the checkpoint's epoch); the other order would lose it for good
-        if run.chief:
-            write_json_atomic(run.history_file, history)
-        crash_point("train:after-history")
-        manager.save(checkpoint_number=epoch + 1)
-        if log_epochs:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                       file=sys.stderr)
 
-    trained = final_model(net, model_cfg, config)
+def _run_epoch(t: _Training, train_step, batches, epoch, epochs, steps, writer, step_callback, progress) -> list:
+    """The steps of one epoch, with a progress bar and TensorBoard scalars; returns the losses."""
+    losses = []
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not progress, leave=False)
+    try:
+        for step, (images, labels) in enumerate(batches):
+            loss = float(train_step(images, labels))
+            losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            with writer.as_default():
+                tf.summary.scalar("loss", loss, step=t.optimizer.iterations)
+                tf.summary.scalar("learning_rate", t.schedule(t.optimizer.iterations), step=t.optimizer.iterations)
+            if step_callback:
+                step_callback(epoch, step, loss)
+            crash_point("train:step")
+    except tf.errors.OpError as e:
+        raise _data_error(e) from None
+    finally:
+        bar.close()
+    return losses
+
+
+def _validate(model, val_dataset, class_map, default_class) -> float:
+    from edge_deeplab.evaluate import evaluate, keras_predictor
+
+    result = evaluate(keras_predictor(model), val_dataset, class_map=class_map, default_class=default_class,
+                      progress=False)
+    return result.matrix.miou()
+
+
+def _end_epoch(t: _Training, run: Run, history, record, writer, log_epochs):
+    """Record the epoch: TensorBoard, history, then the checkpoint (every worker saves its own)."""
+    with writer.as_default():
+        for key in ("loss", "val_miou"):
+            if key in record:
+                tf.summary.scalar(f"epoch_{key}", record[key], step=record["epoch"])
+    # history first, then the checkpoint: killed in between, the resumed run redoes this epoch and
+    # drops its record (history is cut at the checkpoint's epoch); the other order would lose it for good
     if run.chief:
-        _save_trained(trained, output, config.qat)
-    return TrainResult(trained, output, history, start_epoch)
+        write_json_atomic(run.history_file, history)
+    crash_point("train:after-history")
+    t.manager.save(checkpoint_number=record["epoch"])
+    if log_epochs:
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+                   file=sys.stderr)
 
 
 def _save_trained(model, path, qat):
@@ -422,6 +467,13 @@ def final_model(net: keras.Model, config: DeepLabConfig, train_config: TrainConf
 
 
 def _data_error(error: tf.errors.OpError) -> Exception:
-    """A bad sample surfaces as a TensorFlow error from the input pipeline: give back its one-line message."""
+    """A bad sample surfaces as a TensorFlow error from the input pipeline: give back its one-line message.
+    A worker of a cluster that stopped surfaces as an aborted collective on the others: say what to do."""
     found = re.search(r"UserError: (.+)", error.message)
-    return UserError(found.group(1).strip()) if found else error
+    if found:
+        return UserError(found.group(1).strip())
+    if isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)):
+        lost = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)\s*\nThe tasks have crashed", error.message)
+        return UserError(f"{' '.join(lost.groups()) if lost else 'a worker of the cluster'} stopped; start every "
+                         "worker again with the same command: each resumes from its last checkpoint")
+    return error

@@ -22,12 +22,14 @@ KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-application
 CONFIG_ENTRY = "edge_deeplab_config.json"  # stored inside the .keras zip beside Keras' own files
 
 
-def build_deeplab(config: DeepLabConfig | None = None, weights: str | None = "none", **overrides) -> keras.Model:
+def build_deeplab(config: DeepLabConfig | None = None, weights: str | None = "none", batch_size: int | None = 1,
+                  **overrides) -> keras.Model:
     """Build a DeepLab model.
 
     ``config`` fixes the architecture (keyword overrides are applied to it, e.g.
     ``build_deeplab(backbone="xception65", output_stride=8)``). ``weights``: "none", "imagenet" (the
     Keras MobileNetV2 ImageNet backbone, downloaded once) or a local .h5 weights file loaded by name.
+    ``batch_size`` 1 is what the converter wants; None (any batch) is for training.
     """
     config = (config or DeepLabConfig()).replace(**overrides) if overrides else (config or DeepLabConfig())
     weights = weights or "none"
@@ -36,7 +38,7 @@ def build_deeplab(config: DeepLabConfig | None = None, weights: str | None = "no
         config = config.replace(width_rounding="keras")
 
     h, w = config.input_size
-    inputs = keras.Input(shape=(h, w, 3), batch_size=1, name="image")
+    inputs = keras.Input(shape=(h, w, 3), batch_size=batch_size, name="image")
     if config.backbone == "mobilenetv2":
         features = mobilenet_v2.mobilenet_v2_features(inputs, config.depth_multiplier, config.output_stride,
                                                       config.width_rounding)
