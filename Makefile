@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test demo test jvm-deps
+.PHONY: install install-test demo test test-fast jvm-deps
 
 install:
 	$(PIP) -e ".[all]"
@@ -25,5 +25,10 @@ jvm-deps:
 demo: install
 	bash benchmarks/quickstart.sh
 
+# Every test, one file per worker process on each core (a file's module fixtures are made once).
 test: install-test
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadfile
+
+# The fast tier: no conversion, training, sweep or official import (under 2 minutes here).
+test-fast: install-test
+	$(PYTHON) -m pytest -q -m "not slow"

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_deeplab.datasets import IGNORE_LABEL, open_dataset
-from edge_deeplab.evaluate import tflite_predictor
-from edge_deeplab.visualize import palette_for
+from edge_deeplab.data.datasets import IGNORE_LABEL, open_dataset
+from edge_deeplab.runtime.evaluate import tflite_predictor
+from edge_deeplab.runtime.visualize import palette_for
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGE_DEEPLAB_SHARED", REPO.parent / "shared"))

@@ -1,7 +1,7 @@
 """Our .tflite exports of the official DeepLab weights against the official 513 quantized model.
 
 1. The official MobileNetV2 depth-1.0, output stride 16, 513 weights are imported from
-   ``deeplabv3_mnv2_pascal_quant.tflite`` (edge_deeplab.importer) and converted in several ways
+   ``deeplabv3_mnv2_pascal_quant.tflite`` (edge_deeplab.model.importer) and converted in several ways
    (float32 / fp16 / dynamic / int8 / int8 with a float stem conv, logits or labels heads, argmax
    strides). int8 is calibrated on 100 frames of the shared video, so the Penn-Fudan photos it is
    scored on stay unseen; the int8-officialq variants take the official model's own activation ranges
@@ -122,7 +122,7 @@ def calibration_frames(folder: Path, count=100) -> Path:
 
 
 def imported_model(work_dir: Path):
-    from edge_deeplab.importer import import_official
+    from edge_deeplab.model.importer import import_official
     from edge_deeplab.model.deeplab import load_model, save_model
 
     path = work_dir / "imported_mnv2_dm1_os16_513.keras"
@@ -133,7 +133,7 @@ def imported_model(work_dir: Path):
 
 def convert_variants(names, work_dir: Path, calibration: Path) -> dict:
     """name -> .tflite path, converting only what --work-dir does not hold yet."""
-    from edge_deeplab.convert import ConvertOptions, convert
+    from edge_deeplab.export.convert import ConvertOptions, convert
 
     paths, model = {}, None
     for name in names:
@@ -151,8 +151,8 @@ def convert_variants(names, work_dir: Path, calibration: Path) -> dict:
 
 # --------------------------------------------------------------------------------------- measurements
 def person_iou(path, threads) -> float:
-    from edge_deeplab.datasets import pennfudan
-    from edge_deeplab.evaluate import evaluate, tflite_predictor
+    from edge_deeplab.data.datasets import pennfudan
+    from edge_deeplab.runtime.evaluate import evaluate, tflite_predictor
 
     result = evaluate(tflite_predictor(path, num_threads=threads), pennfudan(PENNFUDAN),
                       class_map={VOC_PERSON: 1}, default_class=0)
@@ -211,7 +211,7 @@ def _op_of(symbol):
 def _invoke_loop(path, runs):
     """The profiled child: load, warm up, say ready, wait, invoke ``runs`` times."""
     from edge_deeplab.bench.host import timing_input
-    from edge_deeplab.runtime import make_interpreter
+    from edge_deeplab.runtime.interpreter import make_interpreter
 
     interpreter = make_interpreter(Path(path).read_bytes(), 1)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], timing_input(interpreter))
@@ -225,9 +225,9 @@ def _invoke_loop(path, runs):
 
 # -------------------------------------------------------------------------------------------- the report
 def ops_line(path) -> str:
-    from edge_deeplab.tflite_report import Graph
+    from edge_deeplab.tflite.graph import TFLiteGraph
 
-    return ", ".join(f"{k} {v}" for k, v in Graph(Path(path).read_bytes()).op_counts().items())
+    return ", ".join(f"{k} {v}" for k, v in TFLiteGraph(Path(path).read_bytes()).op_counts().items())
 
 
 def markdown(command, machine, rows, profiles, checks) -> str:
@@ -349,15 +349,15 @@ def main():
 
 
 def acceptance(by_name, paths) -> list:
-    from edge_deeplab.tflite_report import Graph
+    from edge_deeplab.tflite.graph import TFLiteGraph
 
     checks = []
     s2b = [n for n, p in paths.items()
-           if {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(Graph(p.read_bytes()).op_counts())]
+           if {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(TFLiteGraph(p.read_bytes()).op_counts())]
     checks.append(f"SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND in an export: {', '.join(s2b) if s2b else 'none'}.")
     int8 = [n for n in paths if VARIANTS[n].get("quantize") == "int8"]
     for name in int8:
-        boundary, inner = Graph(paths[name].read_bytes()).float_ops()
+        boundary, inner = TFLiteGraph(paths[name].read_bytes()).float_ops()
         why = " (the stem conv and the QUANTIZE after it: --float-stem)" if VARIANTS[name].get("float_stem") else ""
         checks.append(f"{name}: float ops inside the int8 graph: {', '.join(inner) if inner else 'none'}{why}; "
                       f"at the float I/O boundary: {', '.join(boundary) if boundary else 'none'}.")

@@ -106,11 +106,11 @@ def main():
                     "--epochs", a.qat_epochs, "--lr", a.qat_lr, "--run-dir", qat_run],
                    done=qat_run / "model_qat.h5")
         conversions = {  # (quantization, output stride): (source, options); OS 8: the same weights, rebuilt
-            ("fp32", 16): (best, ["--quantize", "none"]),
+            ("fp32", 16): (best, ["--quantize", "fp32"]),
             ("int8_ptq", 16): (best, ["--quantize", "int8", "--calibration", data / "train",
                                       "--num-calibration", a.num_calibration]),
             ("int8_qat", 16): (qat_run / "best_qat.h5", ["--quantize", "int8"]),
-            ("fp32", 8): (best, ["--quantize", "none", "--output-stride", 8]),
+            ("fp32", 8): (best, ["--quantize", "fp32", "--output-stride", 8]),
             ("int8_qat", 8): (qat_run / "best_qat.h5", ["--quantize", "int8", "--output-stride", 8]),
         }
         for (quant, os_), (source, options) in conversions.items():
@@ -129,7 +129,7 @@ def main():
     latency = measured_latency(latency_file, models)
     if latency is None:  # not measured yet, or for another set of models: all of them again, side by side
         recipe.run("latency of every .tflite, 2 threads, interleaved",
-                   ["bench", *[m["path"] for m in models], "--threads", 2, "--runs", 30, "--json", latency_file])
+                   ["bench", *[m["path"] for m in models], "--threads", 2, "--runs", 30, "--json-file", latency_file])
         latency = measured_latency(latency_file, models)
     for m in models:
         m["median_ms_2_threads"] = latency.get(Path(m["path"]).name)
@@ -152,7 +152,7 @@ def main():
 
 
 def measured_latency(path: Path, models: list) -> dict | None:
-    """{.tflite name: median ms} from a bench --json file, if it measured exactly these models."""
+    """{.tflite name: median ms} from a bench --json-file file, if it measured exactly these models."""
     if not path.exists():
         return None
     results = json.loads(path.read_text())["results"]
@@ -167,8 +167,9 @@ def input_size_check(best, data, recipe) -> dict:
     cache = recipe.scores / "input_size_check.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    from edge_deeplab.datasets import open_dataset
-    from edge_deeplab.evaluate import evaluate, keras_predictor
+    from edge_deeplab.data.datasets import open_dataset
+    from edge_deeplab.model.predictor import keras_predictor
+    from edge_deeplab.runtime.evaluate import evaluate
     from edge_deeplab.model.deeplab import load_model, rebuild
 
     started = time.perf_counter()

@@ -101,7 +101,7 @@ def main():
     results = {"baseline": baseline, "float": fine, "qat_keras": qat_keras, "int8": quant}
     started = time.perf_counter()
     errors = error_breakdown(float_run / "model.keras", data)
-    recipe.steps.append({"step": "error breakdown (Python, edge_deeplab.evaluate)", "command": "error_breakdown()",
+    recipe.steps.append({"step": "error breakdown (Python, edge_deeplab.runtime.evaluate)", "command": "error_breakdown()",
                          "seconds": round(time.perf_counter() - started, 1),
                          "load_avg_1min_after": round(os.getloadavg()[0], 2)})
     timing = {s["step"]: s["seconds"] for s in recipe.steps}
@@ -136,8 +136,8 @@ def error_breakdown(model_path, data) -> dict:
     import cv2
     import numpy as np
 
-    from edge_deeplab.datasets import open_dataset
-    from edge_deeplab.evaluate import open_predictor
+    from edge_deeplab.data.datasets import open_dataset
+    from edge_deeplab.model.predictor import open_predictor
 
     predictor = open_predictor(model_path)
     counts = {"false_positive_away": 0, "false_positive_near": 0, "missed": 0, "false_positive_away_person_sized": 0}

@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import edge_deeplab  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from edge_deeplab import importer  # noqa: E402
-from edge_deeplab.datasets import VOC_PERSON, open_dataset  # noqa: E402
+from edge_deeplab.model import importer  # noqa: E402
+from edge_deeplab.data.datasets import VOC_PERSON, open_dataset  # noqa: E402
 from edge_deeplab.io_utils import write_text_atomic  # noqa: E402
-from edge_deeplab.metrics import ConfusionMatrix  # noqa: E402
-from edge_deeplab.runtime import SegmentationModel, make_interpreter  # noqa: E402
+from edge_deeplab.runtime.metrics import ConfusionMatrix  # noqa: E402
+from edge_deeplab.runtime.interpreter import SegmentationModel, make_interpreter  # noqa: E402
 
 MODELS = ["deeplabv3_257_mv_gpu.tflite", "deeplabv3_mnv2_pascal_quant.tflite",
           "deeplabv3_mnv2_dm05_pascal_quant.tflite"]

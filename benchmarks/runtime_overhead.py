@@ -28,8 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_deeplab.runtime import SegmentationModel  # noqa: E402
-from edge_deeplab.video import run_video  # noqa: E402
+from edge_deeplab.runtime.interpreter import SegmentationModel  # noqa: E402
+from edge_deeplab.runtime.video import run_video  # noqa: E402
 
 OVERHEAD_LIMIT = 0.15
 FPS_TARGET = 20.0

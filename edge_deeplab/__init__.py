@@ -20,7 +20,11 @@ _LAZY = {
     "save_model": "edge_deeplab.model.deeplab",
     "load_model": "edge_deeplab.model.deeplab",
     "model_complexity": "edge_deeplab.model.complexity",
-    "import_official": "edge_deeplab.importer",
+    "import_official": "edge_deeplab.model.importer",
+    "convert": "edge_deeplab.export.convert",
+    "ConvertOptions": "edge_deeplab.export.convert",
+    "SegmentationModel": "edge_deeplab.runtime.interpreter",
+    "benchmark": "edge_deeplab.bench.run",
     "get_preset": "edge_deeplab.presets",
     "list_presets": "edge_deeplab.presets",
 }

@@ -1,16 +1,21 @@
 """The `edge-deeplab` command line: one verb per job, each a thin layer over the Python API.
 
-Verbs import their stage lazily, so `predict`, `webcam`, `bench` and `eval` of a .tflite never
-import TensorFlow.
+This module is the one bridge across the TensorFlow boundary: it imports only TF-free modules at the top
+and reaches edge_deeplab.model / .train / .export inside the verbs that build, train or convert, so
+`predict`, `webcam`, `bench` and `eval` of a .tflite never import TensorFlow. Choices come from
+edge_deeplab.choices; a flag means one thing in every verb: -o/--output is the path a verb writes,
+--json prints JSON on stdout, --os/--output-stride is the output stride.
 """
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
-from edge_deeplab.errors import UserError
+from edge_deeplab import choices
+from edge_deeplab.errors import DataError, ModelFileError, OptionError, UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +42,9 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, _terminate)
     try:
         # a process of its own (the console script, python -m) keeps native log lines off the terminal
+        from edge_deeplab.log import show_on_stderr
+
+        show_on_stderr()
         cli.main(args=argv, prog_name="edge-deeplab", standalone_mode=False, obj={"own_process": argv is None})
     except click.exceptions.Abort:  # click's word for a KeyboardInterrupt (Ctrl-C, or SIGTERM: see above)
         click.echo("interrupted", err=True)
@@ -53,16 +61,27 @@ def main(argv=None):
 
 
 # ---------------------------------------------------------------------------------------- model options
+def choice(values):
+    return click.Choice([str(v) for v in values])
+
+
+def output_stride_option(help_text):
+    """--os / --output-stride, the same in every verb."""
+    return click.option("--output-stride", "--os", "output_stride", type=click.Choice([str(s) for s in choices.OUTPUT_STRIDES]),
+                        help=help_text)
+
+
 def model_architecture_options(f):
     """Options that describe an architecture (used by `build`; `--preset` fills them all)."""
     options = [
         click.option("--preset", help="Start from a named preset (see `edge-deeplab build --list-presets`)."),
-        click.option("--backbone", type=click.Choice(["mobilenetv2", "xception65", "xception41"])),
-        click.option("--depth-multiplier", "-d", type=float, help="MobileNetV2 width: 0.35, 0.5, 0.75 or 1.0."),
-        click.option("--output-stride", "--os", "output_stride", type=click.Choice(["8", "16", "32"])),
+        click.option("--backbone", type=choice(choices.BACKBONES)),
+        click.option("--depth-multiplier", "-d", type=float,
+                     help=f"MobileNetV2 width: {', '.join(f'{d:g}' for d in choices.DEPTH_MULTIPLIERS)}."),
+        output_stride_option("Output stride of the backbone."),
         click.option("--input-size", help="Input size: N or HxW, e.g. 513 or 257x385."),
         click.option("--num-classes", type=int),
-        click.option("--aspp", type=click.Choice(["mobile", "standard", "separable"]),
+        click.option("--aspp", type=choice(choices.ASPP_KINDS),
                      help="ASPP head (default: mobile for MobileNetV2, separable for Xception)."),
         click.option("--decoder/--no-decoder", default=None, help="DeepLabv3+ decoder on stride-4 features."),
     ]
@@ -85,11 +104,11 @@ def parse_size(text):
     try:
         parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
     except ValueError:
-        raise UserError(f"input size must be N or HxW, got {text!r}") from None
+        raise OptionError(f"input size must be N or HxW, got {text!r}") from None
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2:
-        raise UserError(f"input size must be N or HxW, got {text!r}")
+        raise OptionError(f"input size must be N or HxW, got {text!r}")
     return tuple(parts)
 
 
@@ -157,20 +176,20 @@ def build(preset, backbone, depth_multiplier, output_stride, input_size, num_cla
 
 # ----------------------------------------------------------------------------------------------- import
 @cli.command("import")
-@click.argument("source", metavar="OFFICIAL.tflite", type=click.Path())
+@click.argument("source", metavar="OFFICIAL.tflite|PRESET", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="The Keras model to write (.keras).")
-@click.option("--output-stride", "--os", "output_stride", type=click.Choice(["8", "16", "32"]),
-              help="Rebuild the imported weights at this output stride [default: the source's].")
+@output_stride_option("Rebuild the imported weights at this output stride [default: the source's].")
 @click.option("--input-size",
               help="Rebuild the imported weights for this input size, N or HxW [default: the source's].")
 @click.option("--verify-images", type=click.Path(file_okay=False),
               help="Folder of images to compare the import with the source on [default: synthetic images].")
-@click.option("--max-verify-images", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--max-verify-images", type=click.IntRange(min=1), default=choices.DEFAULT_VERIFY_IMAGES, show_default=True,
               help="At most this many images (spread over the folder).")
 @click.option("--min-agreement", type=click.FloatRange(0, 100),
-              help="Required argmax pixel agreement with the source, in percent [default: 99.5 for a float "
-                   "source, 97 for an 8-bit one].")
+              help=f"Required argmax pixel agreement with the source, in percent [default: "
+                   f"{100 * choices.MIN_AGREEMENT_FLOAT:g} for a float source, {100 * choices.MIN_AGREEMENT_QUANTIZED:g} "
+                   "for an 8-bit one].")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Compare the import with the source.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Interpreter threads for the source model.")
@@ -179,16 +198,25 @@ def import_cmd(source, output, output_stride, input_size, verify_images, max_ver
                threads, as_json):
     """Import the pretrained weights of an official DeepLab TFLite model into a Keras model.
 
+    SOURCE is the .tflite, or a preset with official weights: its file from the cache, else downloaded
+    from the preset's URL (SHA-256 checked), else found in $EDGE_DEEPLAB_OFFICIAL_DIR.
+
     Reads the graph, works out the architecture (depth multiplier, output stride, input size, classes),
     builds it, loads the weights (8-bit ones dequantized; folded BatchNorm as an identity BatchNorm
     carrying the bias), and checks that the Keras model gives the source's classes. The model is only
     written when that check passes.
     """
     if not output.endswith(".keras"):
-        raise UserError(f"{output}: the imported model is saved as a .keras file")
+        raise OptionError(f"{output}: the imported model is saved as a .keras file")
     writable(output)
-    from edge_deeplab.importer import import_official
     from edge_deeplab.model.deeplab import save_model
+    from edge_deeplab.model.importer import import_official
+
+    origin = None
+    if not Path(source).exists() and not Path(source).suffix:  # a preset name: its official weights
+        from edge_deeplab.presets import locate_official_weights
+
+        source, origin = locate_official_weights(source)
 
     result = import_official(source, output_stride=output_stride, input_size=parse_size(input_size),
                              verify_images=verify_images, max_images=max_verify_images,
@@ -203,6 +231,8 @@ def import_cmd(source, output, output_stride, input_size, verify_images, max_ver
                                "config": config.to_dict(), "min_agreement": result.min_agreement, **checks,
                                "output": output}))
         return
+    if origin:
+        click.echo(f"official weights from {origin}")
     click.echo(result.source.describe())
     if result.verification:
         click.echo(f"verified: {result.verification.line()} (required {100 * result.min_agreement:.1f}%)")
@@ -213,20 +243,25 @@ def import_cmd(source, output, output_stride, input_size, verify_images, max_ver
 
 
 # ------------------------------------------------------------------------------- running a .tflite model
+def resize_option():
+    return click.option("--resize", type=choice(choices.RESIZE_MODES), default=choices.RESIZE_MODES[0],
+                        show_default=True,
+                        help="Fit images to the model input keeping their aspect ratio (padded) or stretched.")
+
+
 def runtime_model_options(f):
-    """Options that load a segmentation .tflite with edge_deeplab.runtime (no TensorFlow)."""
+    """Options that load a segmentation .tflite with edge_deeplab.runtime.interpreter (no TensorFlow)."""
     options = [
         click.option("-m", "--model", "model_path", required=True, type=click.Path(),
                      help="Segmentation .tflite (this project's or an official DeepLab one)."),
         click.option("--threads", type=click.IntRange(min=1),
                      help="Interpreter threads [default: CPU cores, at most 4]."),
         click.option("--delegate", default="xnnpack", show_default=True,
-                     help="xnnpack, cpu (XNNPACK off) or the path of a delegate library (e.g. the GPU delegate)."),
+                     help=f"{', '.join(choices.HOST_DELEGATES)} (XNNPACK off) or the path of a delegate library "
+                          "(e.g. the GPU delegate)."),
         click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
                      help="Option for an external delegate library (repeatable)."),
-        click.option("--resize", type=click.Choice(["letterbox", "stretch"]), default="letterbox",
-                     show_default=True,
-                     help="Fit images to the model input keeping their aspect ratio (padded) or stretched."),
+        resize_option(),
         click.option("--labels", type=click.Path(),
                      help="Label file, one class name per line (default: the model's metadata)."),
     ]
@@ -236,13 +271,13 @@ def runtime_model_options(f):
 
 
 def load_runtime_model(model_path, threads, delegate, delegate_options, resize, labels):
-    from edge_deeplab.runtime import SegmentationModel
+    from edge_deeplab.runtime.interpreter import SegmentationModel
 
     parsed = {}
     for item in delegate_options:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--delegate-option must be KEY=VALUE, got {item!r}")
+            raise OptionError(f"--delegate-option must be KEY=VALUE, got {item!r}")
         parsed[key] = value
     return SegmentationModel(model_path, num_threads=threads, delegate=delegate, delegate_options=parsed,
                              resize=resize, labels=labels)
@@ -252,30 +287,34 @@ def load_runtime_model(model_path, threads, delegate, delegate_options, resize, 
 @cli.command()
 @runtime_model_options
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGES_OR_DIRS...")
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "--output-dir", "output_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <name>_mask.png (palette PNG of class ids) and <name>_overlay.jpg.")
-@click.option("--json", "write_json", is_flag=True, help="Also write <name>.json: class pixel shares, latency.")
+@click.option("--json-files", is_flag=True, help="Also write <name>.json beside them: class pixel shares, latency.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written, per image, as JSON.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--legend/--no-legend", default=True, show_default=True, help="Draw the class legend on overlays.")
-def predict(model_path, threads, delegate, delegate_options, resize, labels, inputs, output_dir, write_json,
-            alpha, legend):
+def predict(model_path, threads, delegate, delegate_options, resize, labels, inputs, output_dir, json_files,
+            as_json, alpha, legend):
     """Segment images (files or folders of images) with a .tflite model."""
-    from edge_deeplab.predict import predict_images
+    from edge_deeplab.runtime.predict import predict_images
 
     writable(output_dir, folder=True)
     model = load_runtime_model(model_path, threads, delegate, delegate_options, resize, labels)
-    summary = predict_images(model, inputs, output_dir, alpha=alpha, legend=legend, write_json=write_json)
+    summary = predict_images(model, inputs, output_dir, alpha=alpha, legend=legend, json_files=json_files)
     total = len(summary.done) + len(summary.failed)
-    click.echo(f"segmented {len(summary.done)} of {total} images into {output_dir}")
+    if as_json:
+        click.echo(json.dumps({"images": summary.done, "failed": [{"input": i, "reason": r} for i, r in summary.failed]}))
+    else:
+        click.echo(f"segmented {len(summary.done)} of {total} images into {output_dir}")
     if summary.failed:
-        raise UserError(f"{len(summary.failed)} of {total} inputs could not be segmented (see the errors above)")
+        raise DataError(f"{len(summary.failed)} of {total} inputs could not be segmented (see the errors above)")
 
 
 # ----------------------------------------------------------------------------------------------- webcam
 @cli.command()
 @runtime_model_options
 @click.option("--source", default="0", show_default=True, help="Camera index, video file or stream URL.")
-@click.option("--output", type=click.Path(), help="Write the segmented video (.mp4 or .avi).")
+@click.option("-o", "--output", type=click.Path(), help="Write the segmented video (.mp4 or .avi).")
 @click.option("--display/--no-display", default=True, show_default=True,
               help="Show a window (q or Esc quits). Needs a GUI-enabled OpenCV and a display; without one the "
                    "command stops and asks for --no-display.")
@@ -290,7 +329,7 @@ def webcam(model_path, threads, delegate, delegate_options, resize, labels, sour
     A file is processed frame by frame; a camera or stream always gives the newest frame. Headless
     (--no-display) runs print a summary: frames, FPS, latency percentiles.
     """
-    from edge_deeplab.video import is_live, parse_source, run_video
+    from edge_deeplab.runtime.video import is_live, parse_source, run_video
 
     writable(output)
     model = load_runtime_model(model_path, threads, delegate, delegate_options, resize, labels)
@@ -309,7 +348,7 @@ def parse_background_class(text):
     try:
         return int(text)
     except ValueError:
-        raise UserError(f"--background-class must be a class id or 'none', got {text!r}") from None
+        raise OptionError(f"--background-class must be a class id or 'none', got {text!r}") from None
 
 
 @cli.command("export-android")
@@ -326,7 +365,13 @@ def export_android_command(model_path, app_dir, labels, background_class):
     Checks that the app can run the model (one [1,H,W,3] float32/uint8/int8 input; one logits output of
     float32/uint8/int8 or labels output of uint8/int32/int64) and runs it once.
     """
-    from edge_deeplab.android import CARD_ASSET, MODEL_ASSET, app_assets_dir, describe_card, export_android
+    from edge_deeplab.export.android_app import (
+        CARD_ASSET,
+        MODEL_ASSET,
+        app_assets_dir,
+        describe_card,
+        export_android,
+    )
 
     card = export_android(model_path, app_dir, labels=labels,
                           background_class=parse_background_class(background_class))
@@ -346,13 +391,13 @@ def parse_threads(text):
     except ValueError:
         threads = ()
     if not threads or min(threads) < 1:
-        raise UserError(f"--threads must be positive counts separated by commas, e.g. 1,2,4; got {text!r}")
+        raise OptionError(f"--threads must be positive counts separated by commas, e.g. 1,2,4; got {text!r}")
     return threads
 
 
 def parse_class_map(items):
     """--class-map / --label-map values as a dict, or None when none were given (one parser: datasets')."""
-    from edge_deeplab.datasets import parse_class_map as parse
+    from edge_deeplab.data.datasets import parse_class_map as parse
 
     return parse(items) or None
 
@@ -384,15 +429,17 @@ def command_line(ctx) -> str:
               help="host (this machine), pixel (the attached Android phone) or an adb serial.")
 @click.option("--threads", help="Thread counts, e.g. 1,2,4 [default: CPU cores, at most 4; 4 on a phone].")
 @click.option("--delegate", default="xnnpack", show_default=True,
-              help="xnnpack, cpu (XNNPACK off), gpu or nnapi (phone only), or a delegate library (host).")
-@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="Timed runs.")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Warm-up runs.")
+              help=f"{', '.join(choices.PHONE_DELEGATES)} (gpu, nnapi: phone only), or a delegate library (host).")
+@click.option("--runs", type=click.IntRange(min=1), default=choices.DEFAULT_BENCH_RUNS, show_default=True,
+              help="Timed runs.")
+@click.option("--warmup", type=click.IntRange(min=0), default=choices.DEFAULT_BENCH_WARMUP, show_default=True,
+              help="Warm-up runs.")
 @click.option("--benchmark-binary", type=click.Path(),
               help="Android build of TFLite's benchmark_model [default: $EDGE_DEEPLAB_BENCHMARK_MODEL].")
 @click.option("--android-arg", "android_args", multiple=True,
               help="Extra benchmark_model flag, e.g. --android-arg=--gpu_precision_loss_allowed=false.")
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset folder: measure mIOU beside latency.")
-@click.option("--format", "data_format", type=click.Choice(["pennfudan", "voc", "cityscapes", "camvid"]),
+@click.option("--format", "data_format", type=choice(choices.NAMED_DATASET_FORMATS),
               help="Format of the --data dataset (its val split for voc, cityscapes and camvid).")
 @click.option("--subset", "data_subset", help="Score only this part of --data: start:stop[:step] of the sorted "
                                               "images (e.g. held-out 1::2) or a .txt list of image names.")
@@ -408,7 +455,8 @@ def command_line(ctx) -> str:
               help="Sweep: converted variants and the result cache (a rerun skips finished steps).")
 @click.option("--report", "report_prefix", metavar="PREFIX",
               help="Write PREFIX.json, PREFIX.csv, PREFIX.md and, with mIOU, PREFIX.png.")
-@click.option("--json", "json_path", type=click.Path(), help="Write the results as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
+@click.option("--json-file", "json_path", type=click.Path(), help="Write the results as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the results as CSV.")
 @click.option("--markdown", "markdown_path", type=click.Path(), help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(),
@@ -418,8 +466,8 @@ def command_line(ctx) -> str:
               help="Host: measure init time and peak memory of each model in a fresh process.")
 @click.pass_context
 def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, benchmark_binary, android_args, data,
-          data_format, data_subset, max_images, class_map, default_class, sweep_spec, work_dir, report_prefix, json_path,
-          csv_path, markdown_path, plot_path, title, memory):
+          data_format, data_subset, max_images, class_map, default_class, sweep_spec, work_dir, report_prefix, as_json,
+          json_path, csv_path, markdown_path, plot_path, title, memory):
     """Latency (and, with --data, mIOU) of .tflite models on this machine or an Android phone.
 
     On the host, models are timed in-process (invoke only), interleaved run by run; on a phone, TFLite's
@@ -436,14 +484,14 @@ def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, bench
     data_spec = None
     if data:
         if not data_format:
-            raise UserError("--data needs --format (pennfudan, voc, cityscapes or camvid)")
+            raise OptionError(f"--data needs --format ({', '.join(choices.NAMED_DATASET_FORMATS)})")
         data_spec = DataSpec(data, data_format, max_images, data_subset, parse_class_map(class_map), default_class)
     settings = dict(threads=parse_threads(threads), delegate=delegate, runs=runs, warmup=warmup,
                     baselines=baselines, data=data_spec, binary=benchmark_binary, android_args=android_args,
                     memory=memory)
     failed = []
     if sweep_spec:
-        from edge_deeplab.bench.sweep import parse_spec, run_sweep
+        from edge_deeplab.export.sweep import parse_spec, run_sweep
 
         results = run_sweep(parse_spec(sweep_spec), work_dir, models=models, device=device, **settings)
     else:
@@ -451,11 +499,12 @@ def bench(ctx, models, baselines, device, threads, delegate, runs, warmup, bench
     for _, reason in failed:
         click.echo(f"error: {reason}", err=True)
     meta = run_meta(command_line(ctx), device, data_spec, delegate=delegate, runs=runs, warmup=warmup)
-    click.echo(report.format_table(results))
+    click.echo(json.dumps({"meta": meta, "results": [r.to_dict() for r in results]}) if as_json
+               else report.format_table(results))
     for path in write_reports(results, report_prefix, json_path, csv_path, markdown_path, plot_path, meta, title):
         click.echo(f"wrote {path}", err=True)
     if failed:
-        raise UserError(f"{len(failed)} of {len(failed) + len({r.path for r in results})} models could not be "
+        raise OptionError(f"{len(failed)} of {len(failed) + len({r.path for r in results})} models could not be "
                         "measured (see the errors above)")
 
 # ------------------------------------------------------------------------------------ datasets: train / eval
@@ -465,7 +514,7 @@ def dataset_options(f):
         click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
                      help="Dataset folder."),
         click.option("--format", "data_format", required=True,
-                     type=click.Choice(["voc", "cityscapes", "camvid", "folder", "pennfudan"]),
+                     type=choice(choices.DATASET_FORMATS),
                      help="voc: JPEGImages + SegmentationClass + ImageSets; cityscapes: leftImg8bit + gtFine; "
                           "camvid: SegNet's train/ + trainannot/, val/ + valannot/ (11 classes, 11 = Unlabelled "
                           "ignored); folder: images/ + masks/ (index PNGs, same names); pennfudan: PNGImages + "
@@ -484,14 +533,14 @@ def dataset_options(f):
 
 
 def open_dataset_from_options(data_dir, data_format, split, subset, data_classes, skip_bad, default_split):
-    from edge_deeplab.datasets import open_dataset
+    from edge_deeplab.data.datasets import open_dataset
 
     kwargs = {}
     if data_format == "folder" and data_classes:
         names = [n.strip() for n in data_classes.split(",") if n.strip()]
         kwargs = {"num_classes": int(names[0])} if len(names) == 1 and names[0].isdigit() else {"class_names": names}
     elif data_classes:
-        raise UserError("--data-classes is only for the folder format (the others know their classes)")
+        raise OptionError("--data-classes is only for the folder format (the others know their classes)")
     dataset = open_dataset(data_dir, data_format, split or default_split, skip_bad=skip_bad, **kwargs)
     return dataset.subset(subset)
 
@@ -514,7 +563,7 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @click.option("--lr", "learning_rate", type=float, default=0.007, show_default=True,
               help="Base learning rate of the poly schedule.")
 @click.option("--end-lr", type=float, default=0.0, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+@click.option("--optimizer", type=choice(choices.OPTIMIZERS), default=choices.OPTIMIZERS[0], show_default=True,
               help="sgd: momentum 0.9, as DeepLab.")
 @click.option("--weight-decay", type=float, default=4e-5, show_default=True, help="L2 on convolution kernels.")
 @click.option("--freeze-bn", is_flag=True, help="Keep batch norm fixed (for small batches).")
@@ -524,7 +573,7 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
 @click.option("--class-weights", metavar="median-frequency|FILE",
               help="Weight the loss per class: median-frequency (computed on the training masks, as SegNet does) "
                    "or a file of one weight per model class [none].")
-@click.option("--train-output-stride", type=click.Choice(["8", "16", "32"]),
+@click.option("--train-output-stride", type=choice(choices.OUTPUT_STRIDES),
               help="Train at this output stride (e.g. 16, faster); the saved model keeps its own.")
 @click.option("--max-resize", type=click.IntRange(min=1),
               help="Scale every image so that its longer side is N before the random scaling (e.g. the model "
@@ -541,7 +590,7 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
               help="With --qat: start from the quantization of the official 8-bit model the --init weights were "
                    "imported from: its activation ranges, and its weight grids kept fixed through training (a new "
                    "classifier is calibrated). Far closer to the float model than calibrated ranges.")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker", "tpu"]),
+@click.option("--strategy", type=choice(choices.STRATEGIES),
               help="tf.distribute strategy [default; multi-worker with --worker]. multi-worker: the cluster in "
                    "$TF_CONFIG or --worker; --batch-size is the global batch, split across the workers.")
 @click.option("--worker", "workers", metavar="HOST:PORT,HOST:PORT",
@@ -562,15 +611,15 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
           max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, quantization_from, strategy, workers,
           task_index, tpu, val_split, val_subset, val_class_map, val_default_class, progress):
     """Train or fine-tune a DeepLab model (float, or quantization-aware with --qat)."""
-    from edge_deeplab.datasets import parse_class_map
-    from edge_deeplab.distribute import cluster_config, make_strategy
-    from edge_deeplab.train import TrainConfig
-    from edge_deeplab.train import train as run_training
+    from edge_deeplab.data.datasets import parse_class_map
+    from edge_deeplab.train.distribute import cluster_config, make_strategy
+    from edge_deeplab.train.trainer import TrainConfig
+    from edge_deeplab.train.trainer import train as run_training
 
     cluster = None
     if workers or task_index is not None:
         if strategy not in (None, "multi-worker"):
-            raise UserError(f"--worker and --task-index go with --strategy multi-worker, not {strategy}")
+            raise OptionError(f"--worker and --task-index go with --strategy multi-worker, not {strategy}")
         strategy, cluster = "multi-worker", cluster_config(workers or "", task_index)
 
     writable(run_dir, folder=True)
@@ -615,20 +664,20 @@ def initial_model(init_model, preset, backbone, depth_multiplier, output_stride,
 
     if init_model:
         if any(v is not None for v in (preset, backbone, depth_multiplier, output_stride, input_size, aspp)):
-            raise UserError("with --init the architecture is the model's; only --num-classes and --decoder may "
+            raise OptionError("with --init the architecture is the model's; only --num-classes and --decoder may "
                             "change it")
         model = load_model(init_model)
         if not hasattr(model, "deeplab_config"):
-            raise UserError(f"{init_model}: not an edge-deeplab model (no DeepLab config; built or imported?)")
+            raise ModelFileError(f"{init_model}: not an edge-deeplab model (no DeepLab config; built or imported?)")
         changes = {k: v for k, v in (("num_classes", num_classes), ("decoder", decoder)) if v is not None}
         if changes and any(getattr(model.deeplab_config, k) != v for k, v in changes.items()):
             if qat:
-                raise UserError("--qat keeps the float model's architecture: train the new head first")
+                raise OptionError("--qat keeps the float model's architecture: train the new head first")
             model, fresh = adapt(model, **changes)
             click.echo(f"starting from {init_model}; new layers: {', '.join(fresh)}", err=True)
         return model
     if qat:
-        raise UserError("--qat fine-tunes a trained float model: pass it with --init")
+        raise OptionError("--qat fine-tunes a trained float model: pass it with --init")
     config = config_from_options(preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp,
                                  decoder)
     return build_deeplab(config, weights=weights)
@@ -640,19 +689,18 @@ def initial_model(init_model, preset, backbone, depth_multiplier, output_stride,
 @click.option("--class-map", multiple=True, metavar="MODEL:DATA",
               help="Map model class ids to dataset class ids, e.g. 15:1 (VOC person -> Penn-Fudan person).")
 @click.option("--default-class", type=int, help="Dataset class of the model classes not in --class-map.")
-@click.option("--output-stride", type=click.Choice(["8", "16", "32"]),
-              help="Evaluate a float Keras model at another output stride (same weights).")
-@click.option("--resize", type=click.Choice(["letterbox", "stretch"]), default="letterbox", show_default=True,
-              help="Fit images to the model input keeping their aspect ratio (padded) or stretched.")
+@output_stride_option("Evaluate a Keras model (float or QAT) at another output stride (same weights).")
+@resize_option()
 @click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads for .tflite models.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (miou, iou per class, ...).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def eval_command(model_path, data_dir, data_format, split, subset, data_classes, skip_bad, class_map,
                  default_class, output_stride, resize, threads, as_json, progress):
     """mIOU and per-class IoU of a .keras or .tflite MODEL on a dataset (.tflite needs no TensorFlow)."""
-    from edge_deeplab.datasets import parse_class_map
-    from edge_deeplab.evaluate import evaluate, open_predictor
+    from edge_deeplab.data.datasets import parse_class_map
     from edge_deeplab.io_utils import require_file
+    from edge_deeplab.model.predictor import open_predictor
+    from edge_deeplab.runtime.evaluate import evaluate
 
     require_file(model_path)
     dataset = open_dataset_from_options(data_dir, data_format, split, subset, data_classes, skip_bad, "val")
@@ -666,25 +714,25 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
 # ---------------------------------------------------------------------------------------------- convert
 @cli.command()
 @click.argument("model", metavar="MODEL")
-@click.option("-o", "--out", "out_path", required=True, type=click.Path(),
+@click.option("-o", "--output", "--out", "out_paths", required=True, multiple=True, type=click.Path(),
               help="The .tflite to write; its report goes beside it as NAME.report.json.")
-@click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic", "int8"]), default="none",
-              show_default=True, help="none: float32; fp16: float16 weights; dynamic: int8 weights, float "
+@click.option("--quantize", type=choice(choices.QUANTIZATIONS), default="fp32",
+              show_default=True, help="fp32: float32; fp16: float16 weights; dynamic: int8 weights, float "
                                       "activations; int8: full integer.")
-@click.option("--io", "io_type", type=click.Choice(["float", "uint8", "int8"]), default="float", show_default=True,
+@click.option("--io", "io_type", type=choice(choices.IO_TYPES), default="float", show_default=True,
               help="Input (and logits output) type of an int8 model; uint8 takes raw RGB pixels.")
-@click.option("--output", "head", type=click.Choice(["logits", "labels"]), default="logits", show_default=True,
+@click.option("--head", type=choice(choices.HEADS), default="logits", show_default=True,
               help="logits: [1,H,W,classes] scores (MediaPipe / Task Library need these); labels: [1,H,W] int32 "
                    "class ids.")
 @click.option("--argmax-stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="labels: take the argmax at 1/N of the input resolution, then upsample the class ids "
                    "(nearest): less head time; at 513 N=2 costs <0.1 and N=4 ~0.4 points of person IoU "
                    "(benchmarks/convert_speed.md).")
-@click.option("--output-stride", "--os", "output_stride", type=click.Choice(["8", "16", "32"]),
-              help="Rebuild the model's weights (float or QAT) at this output stride before converting [its own].")
+@output_stride_option("Rebuild the model's weights (float or QAT) at this output stride before converting [its own].")
 @click.option("--calibration", type=click.Path(file_okay=False),
               help="Folder of images for int8 post-training quantization (not needed for a QAT model).")
-@click.option("--num-calibration", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--num-calibration", type=click.IntRange(min=1), default=choices.DEFAULT_CALIBRATION_IMAGES,
+              show_default=True,
               help="At most this many calibration images (spread over the folder).")
 @click.option("--synthetic-calibration", is_flag=True,
               help="Calibrate int8 on synthetic images: for speed measurements only, the accuracy suffers.")
@@ -707,7 +755,7 @@ def eval_command(model_path, data_dir, data_format, split, subset, data_classes,
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Interpreter threads for the checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def convert(model, out_path, quantize, io_type, head, argmax_stride, output_stride, calibration, num_calibration,
+def convert(model, out_paths, quantize, io_type, head, argmax_stride, output_stride, calibration, num_calibration,
             synthetic_calibration, quantization_from, float_stem, labels_file, samples, num_samples, name,
             model_version, metadata, threads, as_json):
     """Convert a Keras DeepLab MODEL (.keras / .h5: built, imported, trained or QAT; or a preset name) to TFLite.
@@ -715,14 +763,20 @@ def convert(model, out_path, quantize, io_type, head, argmax_stride, output_stri
     Prints and saves a report: ops, size, I/O quantization, GPU / XNNPACK / NNAPI compatibility and the
     agreement of the .tflite with the Keras model on sample images.
     """
-    from edge_deeplab.convert import ConvertOptions
-    from edge_deeplab.convert import convert as convert_model
-    from edge_deeplab.runtime import read_labels_file
-    from edge_deeplab.tflite_report import format_report
+    from edge_deeplab.export.convert import ConvertOptions
+    from edge_deeplab.export.convert import convert as convert_model
+    from edge_deeplab.runtime.interpreter import read_labels_file
+    from edge_deeplab.tflite.report import format_report
 
+    # `--output labels` chose the head before -o/--output became the path: say so rather than guess
+    heads = [p for p in out_paths if p in choices.HEADS]
+    if heads or len(out_paths) > 1:
+        raise OptionError("-o/--output is the one .tflite to write" +
+                          (f"; choose the head with --head {heads[0]}" if heads else f", given {len(out_paths)} times"))
+    out_path = out_paths[0]
     writable(out_path)
     options = ConvertOptions(
-        quantize=quantize, io=io_type, output=head, argmax_stride=argmax_stride,
+        quantize=quantize, io=io_type, head=head, argmax_stride=argmax_stride,
         output_stride=int(output_stride) if output_stride else None, calibration=calibration,
         num_calibration=num_calibration, synthetic_calibration=synthetic_calibration,
         quantization_from=quantization_from, float_stem=float_stem,
@@ -734,7 +788,7 @@ def convert(model, out_path, quantize, io_type, head, argmax_stride, output_stri
         return
     click.echo(format_report(result.report))
     if head == "labels":
-        click.echo("note: MediaPipe's ImageSegmenter and the Task Library need --output logits")
+        click.echo("note: MediaPipe's ImageSegmenter and the Task Library need --head logits")
     click.echo(f"wrote {result.path} ({result.report['size_bytes'] / 1e6:.2f} MB) and {result.report_path}")
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from edge_deeplab.errors import UserError
+from edge_deeplab.choices import (  # noqa: F401
+    ASPP_KINDS,
+    BACKBONES,
+    DEPTH_MULTIPLIERS,
+    OUTPUT_STRIDES,
+)
+from edge_deeplab.errors import OptionError
 
-BACKBONES = ("mobilenetv2", "xception65", "xception41")
-DEPTH_MULTIPLIERS = (0.35, 0.5, 0.75, 1.0)
-OUTPUT_STRIDES = (8, 16, 32)
-# "mobile": image pooling + one 1x1 branch (the official mobile DeepLab head, no atrous branches);
-# "standard": + three 3x3 atrous convs; "separable": + three atrous depthwise-separable convs.
-ASPP_KINDS = ("mobile", "standard", "separable")
 # ASPP rates of DeepLabv3 at output stride 16; they scale inversely with the output stride.
 BASE_ATROUS_RATES = (6, 12, 18)
 
@@ -49,22 +49,22 @@ class DeepLabConfig:
 
     def validate(self):
         if self.backbone not in BACKBONES:
-            raise UserError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
+            raise OptionError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
         if self.backbone == "mobilenetv2" and self.depth_multiplier <= 0:
-            raise UserError(f"depth multiplier must be positive, got {self.depth_multiplier}")
+            raise OptionError(f"depth multiplier must be positive, got {self.depth_multiplier}")
         if self.output_stride not in OUTPUT_STRIDES:
-            raise UserError(f"output stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+            raise OptionError(f"output stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
         if self.aspp not in ASPP_KINDS:
-            raise UserError(f"unknown ASPP kind {self.aspp!r}; expected one of {', '.join(ASPP_KINDS)}")
+            raise OptionError(f"unknown ASPP kind {self.aspp!r}; expected one of {', '.join(ASPP_KINDS)}")
         if self.width_rounding not in ("deeplab", "keras"):
-            raise UserError(f"width_rounding must be 'deeplab' or 'keras', got {self.width_rounding!r}")
+            raise OptionError(f"width_rounding must be 'deeplab' or 'keras', got {self.width_rounding!r}")
         if self.num_classes < 1:
-            raise UserError(f"num_classes must be >= 1, got {self.num_classes}")
+            raise OptionError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.class_names and len(self.class_names) != self.num_classes:
-            raise UserError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+            raise OptionError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         h, w = self.input_size
         if len(self.input_size) != 2 or min(h, w) < 32:
-            raise UserError(f"input size must be two sizes of at least 32 pixels, got {self.input_size}")
+            raise OptionError(f"input size must be two sizes of at least 32 pixels, got {self.input_size}")
 
     @property
     def atrous_rates(self) -> tuple:
@@ -100,7 +100,7 @@ class DeepLabConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise UserError(f"unknown DeepLab config keys: {', '.join(sorted(unknown))}")
+            raise OptionError(f"unknown DeepLab config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
 
     def to_json(self) -> str:

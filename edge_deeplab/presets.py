@@ -9,10 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from edge_deeplab.config import DeepLabConfig
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import DataError, ModelFileError, OptionError
 
-# Where the official TFLite files are looked for before any download: $EDGE_DEEPLAB_OFFICIAL_DIR,
-# then the user cache.
+# Official TFLite files: the user cache, a download from the preset's URL into it, else
+# $EDGE_DEEPLAB_OFFICIAL_DIR (see locate_official_weights).
 CACHE_DIR = Path(os.environ.get("EDGE_DEEPLAB_CACHE", Path.home() / ".cache" / "edge-deeplab"))
 
 
@@ -25,7 +25,7 @@ def _registry_path() -> Path:
     for c in candidates:
         if c and Path(c).is_file():
             return Path(c)
-    raise UserError("models/presets.json not found (set EDGE_DEEPLAB_PRESETS to its path)")
+    raise DataError("models/presets.json not found (set EDGE_DEEPLAB_PRESETS to its path)")
 
 
 @lru_cache(maxsize=None)
@@ -34,7 +34,7 @@ def _registry() -> dict:
     try:
         return json.loads(path.read_text())["presets"]
     except (ValueError, KeyError) as e:
-        raise UserError(f"{path}: not a preset registry ({e})") from None
+        raise DataError(f"{path}: not a preset registry ({e})") from None
 
 
 def list_presets() -> dict:
@@ -46,7 +46,7 @@ def get_preset(name: str) -> dict:
     """The preset's entry: ``config`` (a DeepLabConfig), ``weights`` (dict or None), ``description``."""
     reg = _registry()
     if name not in reg:
-        raise UserError(f"unknown preset {name!r}; known presets: {', '.join(sorted(reg))}")
+        raise OptionError(f"unknown preset {name!r}; known presets: {', '.join(sorted(reg))}")
     p = reg[name]
     return {
         "name": name,
@@ -66,22 +66,43 @@ def sha256_of(path) -> str:
 
 def official_weights_file(name: str, download: bool = True) -> Path:
     """Path of a preset's official TFLite file, checksum-verified; downloads into the cache if absent."""
+    return locate_official_weights(name, download)[0]
+
+
+def locate_official_weights(name: str, download: bool = True) -> tuple[Path, str]:
+    """(path, where it came from) of a preset's official TFLite file, its SHA-256 checked: the user cache,
+    else a download from the preset's URL into the cache, else $EDGE_DEEPLAB_OFFICIAL_DIR (a folder of
+    the official files, e.g. ../shared/models/official)."""
     w = get_preset(name)["weights"]
     if not w:
-        raise UserError(f"preset {name!r} has no official weights (build it and train or import instead)")
-    dirs = [os.environ.get("EDGE_DEEPLAB_OFFICIAL_DIR"), CACHE_DIR / "official"]
-    for d in dirs:
-        if d and (Path(d) / w["file"]).is_file():
-            path = Path(d) / w["file"]
-            break
-    else:
-        if not download:
-            raise UserError(f"{w['file']} not found in {', '.join(str(d) for d in dirs if d)}")
-        path = CACHE_DIR / "official" / w["file"]
-        _download(w["url"], path)
+        raise OptionError(f"preset {name!r} has no official weights (build it and train or import instead)")
+    cached, local = CACHE_DIR / "official" / w["file"], os.environ.get("EDGE_DEEPLAB_OFFICIAL_DIR")
+    if cached.is_file():
+        return _checked(cached, w), f"the cache ({cached})"
+    failure = None
+    if download:
+        try:
+            _download(w["url"], cached)
+        except OptionError as e:
+            failure = e
+        else:
+            try:
+                return _checked(cached, w), f"{w['url']} (SHA-256 checked, cached in {cached.parent})"
+            except ModelFileError:
+                cached.unlink()  # not the official file: keep no copy that the next call would trust
+                raise
+    if local and (Path(local) / w["file"]).is_file():
+        why = "; the download failed" if failure else ""
+        return _checked(Path(local) / w["file"], w), f"{Path(local) / w['file']} (SHA-256 checked{why})"
+    if failure:
+        raise failure
+    raise ModelFileError(f"{w['file']} not found in {cached.parent}" + (f" or {local}" if local else ""))
+
+
+def _checked(path: Path, w: dict) -> Path:
     digest = sha256_of(path)
     if digest != w["sha256"]:
-        raise UserError(f"{path}: checksum {digest[:12]}... does not match the preset's {w['sha256'][:12]}...")
+        raise ModelFileError(f"{path}: checksum {digest[:12]}... does not match the preset's {w['sha256'][:12]}...")
     return path
 
 
@@ -95,7 +116,7 @@ def _download(url: str, path: Path):
         with urllib.request.urlopen(url, timeout=30) as r, atomic_path(path) as tmp:
             tmp.write_bytes(r.read())
     except OSError as e:
-        raise UserError(
+        raise OptionError(
             f"cannot download {url} ({getattr(e, 'reason', e)}); put {path.name} in "
             f"$EDGE_DEEPLAB_OFFICIAL_DIR or {path.parent} by hand"
         ) from None

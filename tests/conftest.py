@@ -22,3 +22,18 @@ def shared_path(*parts) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+@pytest.fixture(scope="session")
+def official_keras():
+    """``official_keras(file)`` -> (Keras model, source) of an official model, imported once per test run.
+    Shared by every test that asks: use it as it is, or rebuild / adapt it (new models); never train it."""
+    from functools import lru_cache
+
+    @lru_cache(maxsize=None)
+    def imported(name):
+        from edge_deeplab.model.importer import import_tflite
+
+        return import_tflite(shared_path("models", "official", name))
+
+    return imported

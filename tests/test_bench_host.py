@@ -117,3 +117,15 @@ def test_bench_of_tflite_files_never_imports_tensorflow(tmp_path):
     (r,) = json.loads(prefix.with_suffix(".json").read_text())["results"]
     assert r["miou"] == pytest.approx(1.0)  # the tiny model's classes are exactly the mask's halves
     assert prefix.with_suffix(".png").is_file() and prefix.with_suffix(".csv").is_file()
+
+
+def test_json_prints_the_results_and_json_file_writes_them(tmp_path, capsys):
+    model = tmp_path / "tiny.tflite"
+    model.write_bytes(tiny_tflite.tanh_logits())
+    capsys.readouterr()
+    main(["bench", str(model), "--runs", "2", "--warmup", "0", "--threads", "1", "--no-memory", "--json",
+          "--json-file", str(tmp_path / "r.json")])
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert [r["model"] for r in printed["results"]] == ["tiny"] == [r["model"] for r in written["results"]]
+    assert printed["results"] == written["results"] and printed["meta"] == written["meta"]

@@ -10,13 +10,15 @@ import pytest
 pytest.importorskip("tensorflow")
 keras = pytest.importorskip("tf_keras")
 
+pytestmark = pytest.mark.slow  # trains, converts and benches a CamVid model
+
 from test_datasets import make_camvid  # noqa: E402
 
 from edge_deeplab.cli import main  # noqa: E402
 from edge_deeplab.config import DeepLabConfig  # noqa: E402
-from edge_deeplab.datasets import CAMVID_CLASSES, CAMVID_COLORS  # noqa: E402
+from edge_deeplab.data.datasets import CAMVID_CLASSES, CAMVID_COLORS  # noqa: E402
 from edge_deeplab.model.deeplab import build_deeplab, load_model, save_model  # noqa: E402
-from edge_deeplab.runtime import SegmentationModel  # noqa: E402
+from edge_deeplab.runtime.interpreter import SegmentationModel  # noqa: E402
 
 INPUT = (33, 49)  # 16k+1 by 16k+1, at the 3:4 aspect of CamVid's 360x480 frames
 
@@ -49,7 +51,6 @@ def test_training_weights_classes_validates_on_val_and_keeps_the_best(trained):
         assert list(model.deeplab_config.class_names) == CAMVID_CLASSES
 
 
-@pytest.mark.slow
 def test_class_names_travel_into_the_tflite_eval_predict_and_android(trained, tmp_path, capsys):
     root, data = trained
     tflite = tmp_path / "camvid_int8.tflite"
@@ -65,7 +66,7 @@ def test_class_names_travel_into_the_tflite_eval_predict_and_android(trained, tm
     assert list(result["iou"]) == CAMVID_CLASSES and result["images"] == 2
 
     main(["bench", str(tflite), "--data", str(data), "--format", "camvid", "--runs", "2", "--warmup", "0",
-          "--threads", "1", "--no-memory", "--json", str(tmp_path / "bench.json")])
+          "--threads", "1", "--no-memory", "--json-file", str(tmp_path / "bench.json")])
     row = json.loads((tmp_path / "bench.json").read_text())["results"][0]
     assert row["input"] == "33x49 float32" and list(row["iou"]) == CAMVID_CLASSES
 

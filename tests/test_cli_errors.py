@@ -46,7 +46,7 @@ def test_outputs_under_a_file_fail_before_the_work(files, capsys):
         ["train", "--data", root, "--format", "folder", "--run-dir", blocked / "run"],
         ["predict", "-m", model, image, "-o", blocked / "out"],
         ["webcam", "-m", model, "--source", root / "clip.mp4", "--no-display", "--output", blocked / "v.mp4"],
-        ["bench", model, "--json", blocked / "r.json"],
+        ["bench", model, "--json-file", blocked / "r.json"],
         ["bench", model, "--report", blocked / "r"],
     ]
     for args in cases:
@@ -81,7 +81,7 @@ def test_bench_measures_the_good_models_and_names_the_bad_one(files, capsys):
     root, model, _ = files
     bad = root / "bad.tflite"
     bad.write_bytes(model.read_bytes()[:200])
-    code, err = run(["bench", model, bad, "--runs", "2", "--warmup", "0", "--no-memory", "--json", root / "r.json"],
+    code, err = run(["bench", model, bad, "--runs", "2", "--warmup", "0", "--no-memory", "--json-file", root / "r.json"],
                     capsys)
     assert code == 2 and "Traceback" not in err
     assert "error: " + str(bad) in err and "1 of 2 models could not be measured" in err
@@ -131,7 +131,7 @@ def test_display_named_but_not_there(files, capsys, monkeypatch):
 
 
 def test_x11_probe_answers_for_a_listening_server():
-    from edge_deeplab.video import _x11_reachable
+    from edge_deeplab.runtime.video import _x11_reachable
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -158,3 +158,28 @@ def test_errors_about_a_model_name_its_file(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "masks" / "a.png"), np.zeros((40, 40), np.uint8))
     one_error(["eval", classifier, "--data", tmp_path, "--format", "folder", "--data-classes", "2", "--class-map",
                "1:1", "--default-class", "0"], capsys, "classifier.keras: not a segmentation model")
+
+
+def test_library_callers_can_tell_the_kinds_of_error_apart(files):
+    """One base (the CLI's one line, exit 2) and a kind per cause, so code can match on the type."""
+    from edge_deeplab.data.datasets import open_dataset
+    from edge_deeplab.errors import DataError, ModelFileError, OptionError, UserError
+    from edge_deeplab.runtime.interpreter import SegmentationModel
+
+    root, _, _ = files
+    (root / "bad.tflite").write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ModelFileError, match="bad.tflite: not a TFLite model"):
+        SegmentationModel(root / "bad.tflite")
+    with pytest.raises(DataError, match="dataset folder not found"):
+        open_dataset(root / "nowhere", "pennfudan")
+    with pytest.raises(OptionError, match="resize must be one of letterbox, stretch"):
+        SegmentationModel(root / "m.tflite", resize="squash")
+    assert all(issubclass(kind, UserError) for kind in (DataError, ModelFileError, OptionError))
+
+
+def test_convert_says_where_the_head_went(files, capsys):
+    """`--output labels` chose the head before -o/--output became the path the verb writes."""
+    root, _, _ = files
+    one_error(["convert", root / "m.keras", "--output", "labels"], capsys, "choose the head with --head labels")
+    one_error(["convert", root / "m.keras", "-o", root / "a.tflite", "--output", root / "b.tflite"], capsys,
+              "-o/--output is the one .tflite to write, given 2 times")

@@ -15,14 +15,17 @@ import tf_keras as keras  # noqa: E402
 
 import tiny_tflite  # noqa: E402
 from edge_deeplab.cli import main  # noqa: E402
-from edge_deeplab.convert import (ConvertOptions, argmax_size, convert, export_model, model_input,  # noqa: E402
+from edge_deeplab.export.convert import (ConvertOptions, argmax_size, convert, export_model, model_input,  # noqa: E402
                                   nearest_indices)
 from edge_deeplab.errors import UserError  # noqa: E402
-from edge_deeplab.importer import synthetic_images  # noqa: E402
-from edge_deeplab.model.deeplab import build_deeplab, save_model  # noqa: E402
-from edge_deeplab.runtime import SegmentationModel  # noqa: E402
-from edge_deeplab.tflite_metadata import read_metadata  # noqa: E402
-from edge_deeplab.tflite_report import EXPECTED_INPUT_SCALE, Graph, check_input_scale  # noqa: E402
+from edge_deeplab.model.importer import synthetic_images  # noqa: E402
+from edge_deeplab.model.deeplab import build_deeplab, rebuild, save_model  # noqa: E402
+from edge_deeplab.runtime.interpreter import SegmentationModel  # noqa: E402
+from edge_deeplab.tflite.metadata import read_metadata  # noqa: E402
+from edge_deeplab.tflite.graph import TFLiteGraph  # noqa: E402
+from edge_deeplab.tflite.report import EXPECTED_INPUT_SCALE, check_input_scale  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test here converts a model (or reads an official one)
 
 SIZE = 65
 LABELS = ["background", "sky", "road", "person", "car"]
@@ -77,7 +80,7 @@ def float_logits(tiny, workdir, images_dir):
 @pytest.fixture(scope="module")
 def int8_labels(tiny, workdir, images_dir):
     path, _ = tiny
-    return convert(path, workdir / "int8" / "labels.tflite", quantize="int8", io="uint8", output="labels",
+    return convert(path, workdir / "int8" / "labels.tflite", quantize="int8", io="uint8", head="labels",
                    argmax_stride=4, calibration=str(images_dir), num_calibration=8, labels=LABELS,
                    num_threads=1, progress=False)
 
@@ -86,7 +89,7 @@ def int8_labels(tiny, workdir, images_dir):
 def test_float_export_ops_metadata_and_report(float_logits):
     float_logits, printed = float_logits
     content = float_logits.read_bytes()
-    graph = Graph(content)
+    graph = TFLiteGraph(content)
     ops = graph.op_counts()
     assert ops["CONV_2D"] >= 30 and ops["DEPTHWISE_CONV_2D"] == 17
     assert "SPACE_TO_BATCH_ND" not in ops and "BATCH_TO_SPACE_ND" not in ops
@@ -98,7 +101,7 @@ def test_float_export_ops_metadata_and_report(float_logits):
     report_path = float_logits.with_name("tiny.report.json")
     report = json.loads(report_path.read_text())
     assert report["size_bytes"] == len(content) and report["ops"] == ops
-    assert report["conversion"]["quantize"] == "none" and report["float_ops"] is None
+    assert report["conversion"]["quantize"] == "fp32" and report["float_ops"] is None
     assert report["inputs"][0]["dtype"] == "float32" and report["image_quantization"] is None
     agreement = report["agreement"]
     assert agreement["images"] == 4 and agreement["label_agreement"] > 0.999
@@ -126,7 +129,7 @@ def test_runtime_reads_the_converted_model(float_logits, tiny):
 # ---------------------------------------------------------------------------------------------- int8
 def test_int8_labels_is_full_integer(int8_labels):
     content = int8_labels.path.read_bytes()
-    graph = Graph(content)
+    graph = TFLiteGraph(content)
     (inp,), (out,) = graph.io(graph.inputs), graph.io(graph.outputs)
     assert inp["dtype"] == "uint8" and abs(inp["scale"] - EXPECTED_INPUT_SCALE) < 1e-6
     assert inp["zero_point"] in (127, 128)  # raw pixels, as MediaPipe feeds a uint8 input
@@ -149,7 +152,7 @@ def test_report_agreement_is_what_the_two_models_say(int8_labels, tiny):
     so the value itself is only meaningful for trained weights: see the test with the official ones.)"""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edge_deeplab.tflite_report import agreement
+    from edge_deeplab.export.report import agreement
 
     content = int8_labels.path.read_bytes()
     export = export_model(tiny[1], "labels", argmax_stride=4)
@@ -175,17 +178,14 @@ def test_runtime_runs_the_int8_labels_model(int8_labels):
     assert mask.shape == (80, 100) and mask.max() < len(LABELS)
 
 
-def test_int8_of_real_weights_keeps_the_classes(shared, workdir):
+def test_int8_of_real_weights_keeps_the_classes(shared, official_keras, workdir):
     """The official 257 model's weights at 129x129, int8 with a float stem conv: it agrees with float on real
     street photos, and the stem conv (with the QUANTIZE after it) is the only float op."""
-    from edge_deeplab.importer import import_official
-
     photos = shared("data", "pennfudan", "PennFudanPed", "PNGImages")
-    model = import_official(shared("models", "official", "deeplabv3_257_mv_gpu.tflite"), input_size=(129, 129),
-                            verification=False).model
+    model = rebuild(official_keras("deeplabv3_257_mv_gpu.tflite")[0], input_size=(129, 129))
     result = convert(model, workdir / "real_int8.tflite", quantize="int8", float_stem=True, calibration=str(photos),
                      num_calibration=16, num_samples=6, num_threads=1, progress=False)
-    graph = Graph(result.path.read_bytes())
+    graph = TFLiteGraph(result.path.read_bytes())
     assert graph.float_ops() == (["DEQUANTIZE"], ["CONV_2D", "QUANTIZE"])  # float logits out
     stem = graph.ops[0]
     assert stem["op"] == "CONV_2D" and stem["inputs"][0] == graph.inputs[0]
@@ -199,7 +199,7 @@ def test_int8_of_real_weights_keeps_the_classes(shared, workdir):
 @pytest.mark.parametrize("mode, weight_type, max_size_ratio", [("fp16", "float16", 0.55), ("dynamic", "int8", 0.4)])
 def test_weight_quantization_modes(tiny, float_logits, workdir, mode, weight_type, max_size_ratio):
     result = convert(tiny[1], workdir / f"{mode}.tflite", quantize=mode, num_threads=1, progress=False)
-    graph = Graph(result.path.read_bytes())
+    graph = TFLiteGraph(result.path.read_bytes())
     assert graph.io(graph.inputs)[0]["dtype"] == "float32" and graph.io(graph.outputs)[0]["dtype"] == "float32"
     assert any(t["dtype"] == weight_type and t["constant"] for t in graph.tensors)
     conv_weights = {graph.tensors[op["inputs"][1]]["dtype"] for op in graph.ops if op["op"] == "CONV_2D"}
@@ -212,20 +212,19 @@ def test_weight_quantization_modes(tiny, float_logits, workdir, mode, weight_typ
 
 
 # ----------------------------------------------------------------------------------------------- QAT
-def test_qat_model_converts_to_int8_without_calibration(shared, workdir):
+def test_qat_model_converts_to_int8_without_calibration(shared, official_keras, workdir):
     """A QAT model of the official 257 weights (at 129x129) whose quantizers learnt their ranges on a few
     photos: its int8 .tflite computes what the fake-quantized Keras model computes."""
-    from edge_deeplab.importer import import_official, read_images
-    from edge_deeplab.qat import quantize_deeplab
+    from edge_deeplab.model.importer import read_images
+    from edge_deeplab.train.qat import quantize_deeplab
 
     photos = shared("data", "pennfudan", "PennFudanPed", "PNGImages")
-    model = import_official(shared("models", "official", "deeplabv3_257_mv_gpu.tflite"), input_size=(129, 129),
-                            verification=False).model
+    model = rebuild(official_keras("deeplabv3_257_mv_gpu.tflite")[0], input_size=(129, 129))
     qat = quantize_deeplab(model)
     x = np.concatenate([model_input(im, (129, 129)) for im in read_images(photos, 12)])
     qat.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qat.fit(x, model.predict(x, batch_size=1, verbose=0).argmax(-1), batch_size=1, verbose=0)  # ranges only
-    result = convert(qat, workdir / "qat.tflite", quantize="int8", io="int8", output="labels",
+    result = convert(qat, workdir / "qat.tflite", quantize="int8", io="int8", head="labels",
                      samples=str(photos), num_samples=6, num_threads=1, progress=False)
     report = result.report
     assert report["conversion"]["qat"] is True and report["conversion"]["calibration"] is None
@@ -234,15 +233,13 @@ def test_qat_model_converts_to_int8_without_calibration(shared, workdir):
     assert report["agreement"]["label_agreement"] > 0.99
 
 
-def test_int8_with_the_official_quantization(shared, workdir):
+def test_int8_with_the_official_quantization(shared, official_keras, workdir):
     """Weights imported from the official 8-bit 513 model (at 129x129, to be quick), converted with that
     model's own activation ranges and weight scales, no calibration set: the int8 weights are the official
     ones on the official grid, the residual additions keep the official ranges, and it agrees with float."""
-    from edge_deeplab.importer import TFLiteGraph, import_official
-
     official = shared("models", "official", "deeplabv3_mnv2_pascal_quant.tflite")
     photos = shared("data", "pennfudan", "PennFudanPed", "PNGImages")
-    model = import_official(official, input_size=(129, 129), verification=False).model
+    model = rebuild(official_keras("deeplabv3_mnv2_pascal_quant.tflite")[0], input_size=(129, 129))
     result = convert(model, workdir / "official_quant.tflite", quantize="int8", io="uint8",
                      quantization_from=str(official), samples=str(photos), num_samples=6, num_threads=1,
                      progress=False)
@@ -251,10 +248,10 @@ def test_int8_with_the_official_quantization(shared, workdir):
     assert report["float_ops"] == {"boundary": [], "inner": []}
     assert report["agreement"]["label_agreement"] > 0.97  # against the float model
 
-    theirs, ours = TFLiteGraph(official), TFLiteGraph(result.path)
+    theirs, ours = TFLiteGraph.read(official), TFLiteGraph.read(result.path)
 
     def weights(g):
-        return [g.constant(g.operators[i].inputs[1]) for i, t in enumerate(g.op_types)
+        return [g.values(g.ops[i]["inputs"][1]) for i, t in enumerate(g.op_types)
                 if t in ("CONV_2D", "DEPTHWISE_CONV_2D")]
 
     pairs = [(a, b) for a, b in zip(weights(theirs), weights(ours))]
@@ -268,8 +265,8 @@ def test_int8_with_the_official_quantization(shared, workdir):
         out = []
         for i, t in enumerate(g.op_types):
             if t == "ADD":
-                scale, zero_point, _ = g.quantization(g.operators[i].outputs[0])
-                signed = g.tensors[g.operators[i].outputs[0]].type == 9  # int8: zero point 128 lower than uint8
+                scale, zero_point, _ = g.quantization(g.ops[i]["outputs"][0])
+                signed = g.tensors[g.ops[i]["outputs"][0]]["dtype"] == "int8"  # zero point 128 lower than uint8
                 out.append((round(float(scale[0]), 6), int(zero_point[0]) + (128 if signed else 0)))
         return out
 
@@ -279,16 +276,16 @@ def test_int8_with_the_official_quantization(shared, workdir):
 def test_untrained_quantizers_give_a_clear_error():
     absurd = tiny_tflite.dequantize_logits(dtype=np.int8, scale=4e-9)
     with pytest.raises(UserError, match="was the QAT model trained"):
-        check_input_scale(Graph(absurd), source="qat.tflite")
-    check_input_scale(Graph(tiny_tflite.dequantize_logits(dtype=np.int8, scale=2 / 255)))
+        check_input_scale(TFLiteGraph(absurd), source="qat.tflite")
+    check_input_scale(TFLiteGraph(tiny_tflite.dequantize_logits(dtype=np.int8, scale=2 / 255)))
 
 
 # --------------------------------------------------------------------------------------------- report
 def test_report_rules_on_the_official_513_model(shared):
-    from edge_deeplab.tflite_report import nnapi_fallback, xnnpack_fallback
+    from edge_deeplab.tflite.report import nnapi_fallback, xnnpack_fallback
 
     content = shared("models", "official", "deeplabv3_mnv2_pascal_quant.tflite").read_bytes()
-    graph = Graph(content)
+    graph = TFLiteGraph(content)
     assert graph.io(graph.inputs)[0] == {"name": graph.tensors[graph.inputs[0]]["name"], "shape": [1, 513, 513, 3],
                                          "dtype": "uint8", "scale": 1 / 128, "zero_point": 128}
     assert graph.io(graph.outputs)[0]["dtype"] == "int64" and graph.op_counts()["ARG_MAX"] == 1
@@ -303,12 +300,12 @@ def test_report_rules_on_the_official_513_model(shared):
 
 
 def test_xnnpack_fallback_is_measured_not_guessed():
-    from edge_deeplab.tflite_report import xnnpack_fallback
+    from edge_deeplab.tflite.report import xnnpack_fallback
 
     tanh = tiny_tflite.tanh_logits()
-    assert xnnpack_fallback(tanh, Graph(tanh)) == {"delegated_ops": 1, "ops": 1, "partitions": 1, "fallback": []}
+    assert xnnpack_fallback(tanh, TFLiteGraph(tanh)) == {"delegated_ops": 1, "ops": 1, "partitions": 1, "fallback": []}
     argmax = tiny_tflite.argmax_labels()
-    result = xnnpack_fallback(argmax, Graph(argmax))
+    result = xnnpack_fallback(argmax, TFLiteGraph(argmax))
     assert result["partitions"] == 0 and result["fallback"][0]["op"] == "ARG_MAX"
     assert result["fallback"][0]["types"] == "float32->int64"
 
@@ -343,7 +340,7 @@ def test_argmax_grid_and_nearest_indices():
 @pytest.mark.parametrize("source, options, message", [
     ("tiny", dict(quantize="int8"), "needs calibration images"),
     ("tiny", dict(io="uint8"), "--io uint8 needs --quantize int8"),
-    ("tiny", dict(argmax_stride=4), "--output labels only"),
+    ("tiny", dict(argmax_stride=4), "--head labels only"),
     ("tiny", dict(quantize="int8", io="uint8", float_stem=True), "--float-stem goes with"),
     ("tiny", dict(quantize="int8", calibration="/nonexistent/folder"), "image folder not found"),
     ("tiny", dict(quantize="fp16", quantization_from="official.tflite"), "goes with --quantize int8"),

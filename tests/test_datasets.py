@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_deeplab.datasets import (IGNORE_LABEL, class_map_lut, open_dataset, parse_class_map, voc_palette)
+from edge_deeplab.data.datasets import (IGNORE_LABEL, class_map_lut, open_dataset, parse_class_map, voc_palette)
 from edge_deeplab.errors import UserError
 
 H, W = 12, 16
@@ -233,7 +233,7 @@ def test_class_maps():
 # ------------------------------------------------------------------------------------------------ CamVid
 def make_camvid(root, splits=(("train", 3), ("val", 2)), names=True):
     """SegNet's layout: <split>/X.png with <split>annot/X.png holding 0-10, 11 = Unlabelled."""
-    from edge_deeplab.datasets import CAMVID_CLASSES
+    from edge_deeplab.data.datasets import CAMVID_CLASSES
 
     labels = {}
     for split, n in splits:
@@ -249,7 +249,7 @@ def make_camvid(root, splits=(("train", 3), ("val", 2)), names=True):
 
 
 def test_camvid_reads_splits_ignores_unlabelled_and_names_its_classes(tmp_path):
-    from edge_deeplab.datasets import CAMVID_CLASSES
+    from edge_deeplab.data.datasets import CAMVID_CLASSES
 
     labels = make_camvid(tmp_path / "camvid")
     train = open_dataset(tmp_path / "camvid", "camvid", "train")
@@ -277,7 +277,7 @@ def test_camvid_errors_name_the_file(tmp_path):
 
 
 def test_median_frequency_weights_by_hand(tmp_path):
-    from edge_deeplab.datasets import class_weights
+    from edge_deeplab.data.datasets import class_weights
 
     root = tmp_path / "d"
     # image a: class 0 on 3/4, class 1 on 1/4; image b: class 0 everywhere, class 2 absent
@@ -305,7 +305,7 @@ def test_median_frequency_weights_by_hand(tmp_path):
 
 def test_real_camvid_val_frames(shared):
     """Four real val frames, read in place: 480x360, 11 = Unlabelled read as ignore, the thin classes present."""
-    from edge_deeplab.datasets import class_weights
+    from edge_deeplab.data.datasets import class_weights
 
     root = shared("data", "camvid")
     val = open_dataset(root, "camvid", "val").subset("0:4")

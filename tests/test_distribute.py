@@ -14,8 +14,9 @@ from edge_deeplab.io_utils import CRASH_ENV
 
 pytest.importorskip("tensorflow")
 
-from edge_deeplab.distribute import cluster_config, make_strategy, read_tf_config  # noqa: E402
-from edge_deeplab.pipeline import replica_share  # noqa: E402
+from edge_deeplab.train.distribute import cluster_config, make_strategy, read_tf_config  # noqa: E402
+from edge_deeplab.train.pipeline import replica_share  # noqa: E402
+
 
 WORKER_TIMEOUT = 240  # seconds a worker may take (two TensorFlow start-ups and a few steps on 2 shared cores)
 
@@ -153,7 +154,7 @@ def test_two_workers_train_in_sync_resume_after_one_is_killed_and_match_one_proc
     assert f"saved {run_dir / 'model.keras'}" in chief_out and "the chief saved the model" in worker_out
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "history.json", "logs", "model.keras",
                                                          "run.json"]  # the worker's own checkpoints are gone
-    from edge_deeplab.distribute import weights_fingerprint
+    from edge_deeplab.train.distribute import weights_fingerprint
 
     trained = load_model(run_dir / "model.keras").get_weights()
     assert weights_fingerprint(trained) == fingerprints[0]

@@ -10,9 +10,10 @@ import pytest
 
 import tiny_tflite
 from edge_deeplab.cli import main
-from edge_deeplab.datasets import open_dataset
+from edge_deeplab.data.datasets import open_dataset
 from edge_deeplab.errors import UserError
-from edge_deeplab.evaluate import evaluate, open_predictor, prediction_lut, tflite_predictor
+from edge_deeplab.model.predictor import open_predictor
+from edge_deeplab.runtime.evaluate import evaluate, prediction_lut, tflite_predictor
 
 
 def red_blue_dataset(root, n=3, blue_class=2):
@@ -93,6 +94,7 @@ def test_tflite_output_stride_and_missing_model_are_errors(tmp_path, tanh_model)
         open_predictor(tmp_path / "none.keras")
 
 
+@pytest.mark.slow  # converts
 def test_keras_and_tflite_models_score_alike_through_the_same_loop(tmp_path):
     tf = pytest.importorskip("tensorflow")
     from edge_deeplab.config import DeepLabConfig

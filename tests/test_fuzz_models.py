@@ -6,7 +6,9 @@ import pytest
 
 import tiny_tflite
 from fuzzing import fuzz
-from edge_deeplab.runtime import SegmentationModel
+from edge_deeplab.runtime.interpreter import SegmentationModel
+
+pytestmark = pytest.mark.slow  # 1,000s of mutants of official models through the runtime
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge_deeplab.errors import UserError
-from edge_deeplab.images import jpeg_is_complete, list_images, read_image, read_images
+from edge_deeplab.data.images import jpeg_is_complete, list_images, read_image, read_images
 
 
 @pytest.fixture

@@ -3,16 +3,17 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
-import flatbuffers  # noqa: E402
 import tf_keras as keras  # noqa: E402
-from ai_edge_litert import schema_py_generated as fb  # noqa: E402
 
 import tiny_tflite  # noqa: E402
-from edge_deeplab import importer  # noqa: E402
+from edge_deeplab.model import importer  # noqa: E402
+from edge_deeplab.tflite.graph import TFLiteGraph  # noqa: E402
 from edge_deeplab.cli import main  # noqa: E402
 from edge_deeplab.errors import UserError  # noqa: E402
 from edge_deeplab.model.deeplab import load_model  # noqa: E402
 from edge_deeplab.presets import get_preset  # noqa: E402
+
+pytestmark = pytest.mark.slow  # imports the official models
 
 OFFICIAL = {  # file -> the preset that describes it
     "deeplabv3_257_mv_gpu.tflite": "mobilenetv2_dm05_os8_257",
@@ -35,10 +36,8 @@ def _conv(source, name_prefix):
 
 
 @pytest.fixture(scope="module")
-def float_import():
-    from conftest import shared_path
-
-    return importer.import_tflite(shared_path("models", "official", FLOAT_257))
+def float_import(official_keras):
+    return official_keras(FLOAT_257)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
@@ -66,8 +65,8 @@ def test_float_257_import_reproduces_the_official_logits(shared, float_import):
 
 
 @pytest.mark.parametrize("name", ["deeplabv3_mnv2_dm05_pascal_quant.tflite", "deeplabv3_mnv2_pascal_quant.tflite"])
-def test_uint8_513_import_agrees_with_the_official_model(shared, name):
-    model, source = importer.import_tflite(official(shared, name))
+def test_uint8_513_import_agrees_with_the_official_model(shared, official_keras, name):
+    model, source = official_keras(name)
     check = importer.verify(model, source, pennfudan_images(shared, 2), "pennfudan")
     assert check.max_abs_logit_diff is None  # the official 513 models output ARG_MAX labels only
     assert check.agreement >= 0.97
@@ -86,31 +85,6 @@ def test_folded_batch_norm_becomes_an_identity_carrying_the_bias(float_import):
     x = np.random.default_rng(0).normal(size=(1, 4, 4, conv.bias.size)).astype(np.float32)
     out = model.get_layer("block_1_depthwise_BN")(x, training=False).numpy()
     np.testing.assert_allclose(out, x + conv.bias, rtol=0, atol=1e-6)
-
-
-def test_quantized_weights_are_dequantized_with_their_scale(shared):
-    path = official(shared, "deeplabv3_mnv2_dm05_pascal_quant.tflite")
-    graph = importer.TFLiteGraph(path)
-    weights = graph.operators[0].inputs[1]  # MobilenetV2/Conv weights, uint8
-    q = graph.tensors[weights].quantization
-    raw = np.frombuffer(graph._buffer(graph.tensors[weights].buffer), np.uint8)
-    expected = (raw.astype(np.float64) - q.zeroPoint[0]) * q.scale[0]
-    np.testing.assert_allclose(graph.constant(weights).ravel(), expected, rtol=1e-6)
-
-
-def test_per_channel_quantized_constants(tmp_path):
-    values = np.array([[1, -2], [3, 4], [-5, 6]], np.int8)  # 3 output channels
-    model = fb.ModelT.InitFromPackedBuf(tiny_tflite.single_op_model(
-        fb.BuiltinOperator.ADD, (1, 2), np.float32, (1, 2), np.float32, constants=[values]), 0)
-    q = fb.QuantizationParametersT()
-    q.scale, q.zeroPoint, q.quantizedDimension = [0.5, 0.25, 2.0], [0, 0, 1], 0
-    model.subgraphs[0].tensors[2].quantization = q
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path = tmp_path / "per_channel.tflite"
-    path.write_bytes(bytes(builder.Output()))
-    got = importer.TFLiteGraph(path).constant(2)
-    np.testing.assert_allclose(got, [[0.5, -1.0], [0.75, 1.0], [-12.0, 10.0]])
 
 
 def test_output_stride_override_keeps_the_weights(shared, float_import):
@@ -159,16 +133,16 @@ def test_quantization_of_the_official_model_maps_onto_our_layers(shared):
     source = importer.read_official_tflite(path)
     model = build_deeplab(source.config.replace(output_stride=8, input_size=(65, 65)))
     q = importer.read_quantization(model, path)
-    g = importer.TFLiteGraph(path)
+    g = TFLiteGraph.read(path)
     assert set(q.activation_ranges) <= {layer.name for layer in model.layers}
     assert len(q.weight_scales) == 55 and len(q.activation_ranges) == 55 + 10 + 1  # convs, adds, concat
     low, high = q.activation_ranges["block_1_expand_relu"]  # a fused ReLU6: the official [0, 6]
     assert low == 0 and abs(high - 6) < 1e-3
     project = _conv(source, "MobilenetV2/expanded_conv/project/")  # linear: the BatchNorm's output
-    scale, zero_point, _ = g.quantization(g.operators[project.op].outputs[0])
+    scale, zero_point, _ = g.quantization(g.ops[project.op]["outputs"][0])
     assert np.allclose(q.activation_ranges["expanded_conv_project_BN"],
                        (-zero_point[0] * scale[0], (255 - zero_point[0]) * scale[0]))
-    assert q.weight_scales["expanded_conv_project"] == float(g.quantization(g.operators[project.op].inputs[1])[0][0])
+    assert q.weight_scales["expanded_conv_project"] == float(g.quantization(g.ops[project.op]["inputs"][1])[0][0])
 
 
 def test_quantization_needs_a_quantized_model_of_the_same_architecture(shared, float_import):

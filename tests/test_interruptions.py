@@ -17,6 +17,7 @@ from edge_deeplab.errors import UserError
 from edge_deeplab.io_utils import CRASH_ENV
 
 
+
 def edge_deeplab(*args, crash=None, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop(CRASH_ENV, None)
@@ -71,8 +72,8 @@ def test_sigterm_ends_a_batch_as_ctrl_c_does(photos):
 def test_convert_killed_between_report_and_model(tmp_path):
     """The report is written first, with the model's SHA-256: killed before the model's rename, the new report
     sits beside the old model, and tflite_report.read_report says they disagree."""
-    from edge_deeplab.convert import convert
-    from edge_deeplab.tflite_report import read_report
+    from edge_deeplab.export.convert import convert
+    from edge_deeplab.tflite.report import read_report
 
     model = tiny_keras(tmp_path / "tiny.keras")
     out = tmp_path / "tiny.tflite"

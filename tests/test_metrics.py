@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_deeplab.metrics import ConfusionMatrix
+from edge_deeplab.runtime.metrics import ConfusionMatrix
 
 
 def test_counts_rows_ground_truth_columns_prediction():

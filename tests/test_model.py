@@ -102,8 +102,9 @@ def test_multiply_adds_reproduce_the_model_zoo(kwargs, published, tolerance):
     assert abs(stats["multiply_adds"] / published - 1) < tolerance
 
 
+@pytest.mark.slow  # tfmot wraps every variant
 def test_quantize_model_accepts_the_models():
-    from edge_deeplab.qat import quantize_deeplab
+    from edge_deeplab.train.qat import quantize_deeplab
 
     for kwargs in [{"depth_multiplier": 0.35, "decoder": True}, {"backbone": "xception41", "decoder": True}]:
         model = build_deeplab(input_size=SMALL, num_classes=3, **kwargs)
@@ -114,6 +115,7 @@ def test_quantize_model_accepts_the_models():
         assert np.isfinite(qat(x).numpy()).all()
 
 
+@pytest.mark.slow  # converts
 def test_tflite_export_has_no_space_to_batch():
     from ai_edge_litert.interpreter import Interpreter
 

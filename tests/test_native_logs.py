@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 NATIVE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the following instructions)", re.M)
 
 
@@ -19,11 +21,17 @@ def test_native_writes_vanish_and_python_writes_stay():
                     "silence_native_stderr()\n"
                     "os.write(2, b'native line\\n')\n"
                     "print('own line', file=sys.stderr)\n"
+                    "import warnings\n"
+                    "warnings.warn_explicit('about its internals', UserWarning, 'convert.py', 1, "
+                    "module='tensorflow.lite.python.convert')\n"
+                    "warnings.warn_explicit('about the data', UserWarning, 'mine.py', 1, module='mine')\n"
                     "raise SystemExit(3)")
     assert done.returncode == 3
-    assert done.stderr == "own line\n"
+    assert done.stderr.startswith("own line\n") and "about the data" in done.stderr
+    assert "about its internals" not in done.stderr
 
 
+@pytest.mark.slow  # a TensorFlow verb in a subprocess
 def test_a_tensorflow_verb_prints_only_its_own_lines(tmp_path):
     quiet = run("build", "-d", "0.35", "--input-size", "33", "--num-classes", "2", "-o", tmp_path / "a.keras")
     assert quiet.returncode == 0, quiet.stderr

@@ -5,9 +5,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from edge_deeplab.datasets import IGNORE_LABEL, open_dataset  # noqa: E402
+from edge_deeplab.data.datasets import IGNORE_LABEL, open_dataset  # noqa: E402
 from edge_deeplab.errors import UserError  # noqa: E402
-from edge_deeplab.pipeline import Augment, SampleSource, augment, epoch_order, training_dataset  # noqa: E402
+from edge_deeplab.train.pipeline import Augment, SampleSource, augment, epoch_order, training_dataset  # noqa: E402
 
 
 def make_folder(root, n=4, h=20, w=24):

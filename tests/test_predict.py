@@ -7,9 +7,9 @@ import pytest
 
 import tiny_tflite
 from edge_deeplab.cli import main
-from edge_deeplab.predict import collect_images, output_stems, predict_images
-from edge_deeplab.runtime import SegmentationModel
-from edge_deeplab.visualize import PALETTE_RGB, class_shares, overlay, palette_png
+from edge_deeplab.runtime.predict import collect_images, output_stems, predict_images
+from edge_deeplab.runtime.interpreter import SegmentationModel
+from edge_deeplab.runtime.visualize import PALETTE_RGB, class_shares, overlay, palette_png
 
 Image = pytest.importorskip("PIL.Image")  # reads palette PNGs back as class ids (OpenCV gives colours)
 
@@ -68,9 +68,9 @@ def test_predict_images_writes_masks_overlays_and_json_and_survives_bad_files(tm
     out = tmp_path / "out"
     model = SegmentationModel(tiny_model, num_threads=1)
     errors = []
-    summary = predict_images(model, [inputs, tmp_path / "missing.png"], out, write_json=True, progress=False,
+    summary = predict_images(model, [inputs, tmp_path / "missing.png"], out, json_files=True, progress=False,
                              report=errors.append)
-    assert summary.done == [inputs / "redblue.png"]
+    assert [r["image"] for r in summary.done] == [str(inputs / "redblue.png")]
     assert sorted(f for f, _ in summary.failed) == sorted([str(inputs / "broken.jpg"), str(tmp_path / "missing.png")])
     assert len(errors) == 2 and all("\n" not in e and e.startswith("error: ") for e in errors)
 
@@ -86,8 +86,8 @@ def test_predict_images_writes_masks_overlays_and_json_and_survives_bad_files(tm
 def test_predict_with_the_official_model_finds_the_person(shared, tmp_path):
     golden = shared("data", "golden", "segmentation_input_rotation0.jpg")
     model = SegmentationModel(shared("models", "official", "deeplabv3_257_mv_gpu_metadata.tflite"), num_threads=2)
-    summary = predict_images(model, [golden], tmp_path, write_json=True, progress=False)
-    assert summary.done == [golden]
+    summary = predict_images(model, [golden], tmp_path, json_files=True, progress=False)
+    assert [r["image"] for r in summary.done] == [str(golden)]
     record = json.loads((tmp_path / "segmentation_input_rotation0.json").read_text())
     assert {"person", "horse"} <= set(record["classes"])
 
@@ -120,3 +120,18 @@ def test_cli_predict_with_a_corrupt_model_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "half.tflite" in err[-1]
+
+
+def test_json_prints_and_json_files_write(tmp_path, tiny_model, capsys):
+    """--json means "print JSON on stdout" in every verb; predict's per-image files are --json-files."""
+    image = tmp_path / "ok.png"
+    cv2.imwrite(str(image), tiny_tflite.red_blue_image())
+    capsys.readouterr()
+    main(["predict", "-m", str(tiny_model), "--threads", "1", str(image), "-o", str(tmp_path / "o"), "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in printed["images"]] == [str(image)] and printed["failed"] == []
+    assert printed["images"][0]["classes"] == {"class 0": 0.5, "class 2": 0.5}
+    assert not (tmp_path / "o" / "ok.json").exists()
+    main(["predict", "-m", str(tiny_model), "--threads", "1", str(image), "--output", str(tmp_path / "o"),
+          "--json-files"])
+    assert json.loads((tmp_path / "o" / "ok.json").read_text())["classes"] == printed["images"][0]["classes"]

@@ -7,13 +7,13 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tensorflow_model_optimization")
 
 from edge_deeplab.config import DeepLabConfig  # noqa: E402
-from edge_deeplab.datasets import open_dataset  # noqa: E402
-from edge_deeplab.evaluate import evaluate, keras_predictor, tflite_predictor  # noqa: E402
+from edge_deeplab.data.datasets import open_dataset  # noqa: E402
+from edge_deeplab.model.predictor import keras_predictor  # noqa: E402
 from edge_deeplab.model.deeplab import build_deeplab, is_qat_model  # noqa: E402
-from edge_deeplab.convert import ConvertOptions, export_model, tflite_bytes  # noqa: E402
-from edge_deeplab.qat import load_any_model  # noqa: E402
-from edge_deeplab.tflite_report import EXPECTED_INPUT_SCALE  # noqa: E402
-from edge_deeplab.train import TrainConfig, train  # noqa: E402
+from edge_deeplab.train.qat import load_any_model  # noqa: E402
+from edge_deeplab.train.trainer import TrainConfig, train  # noqa: E402
+
+pytestmark = pytest.mark.slow  # QAT training and conversion
 
 SIZE = 33
 
@@ -52,29 +52,6 @@ def test_qat_training_gives_a_saved_batch1_qat_model(qat_run):
     np.testing.assert_allclose(loaded(x).numpy(), result.model(x).numpy(), atol=1e-5)
 
 
-def test_trained_qat_model_converts_to_full_integer_without_calibration(qat_run, tmp_path):
-    root, result, dataset = qat_run
-    content = tflite_bytes(export_model(load_any_model(result.output)),  # convert's QAT path
-                           ConvertOptions(quantize="int8", io="uint8"), qat=True, progress=False)
-    path = tmp_path / "qat_int8.tflite"
-    path.write_bytes(content)
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    assert inp["dtype"] == np.uint8
-    assert inp["quantization"][0] == pytest.approx(EXPECTED_INPUT_SCALE, rel=0.1)
-    float_tensors = [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
-    assert float_tensors == []  # full integer
-    # the int8 model and the fake-quantized Keras model score the same through the same evaluation code
-    keras_score = evaluate(keras_predictor(result.model), dataset, progress=False).matrix
-    int8_score = evaluate(tflite_predictor(path, num_threads=1), dataset, progress=False).matrix
-    assert abs(keras_score.miou() - int8_score.miou()) < 0.05
-
-
-
-
 def _kernel_range(model, layer_name):
     """(range variable, kernel) of a QAT model's conv layer."""
     wrapper = model.get_layer(f"quant_{layer_name}")
@@ -82,16 +59,16 @@ def _kernel_range(model, layer_name):
     return variables["max_var"].numpy(), kernel.numpy()
 
 
-def test_qat_from_the_official_quantization_keeps_its_weight_grids(shared, tmp_path):
+def test_qat_from_the_official_quantization_keeps_its_weight_grids(shared, official_keras, tmp_path):
     """--quantization-from: the run starts at the official model's ranges and trains under its weight grids
     (tfmot alone refits every weight range to the kernel's extremes at each step); a new 2-class head,
     which the official model lacks, starts from calibrated ranges."""
-    from edge_deeplab import importer
+    from edge_deeplab.model import importer
     from edge_deeplab.model.deeplab import adapt, rebuild
 
     official = shared("models", "official", "deeplabv3_mnv2_dm05_pascal_quant.tflite")
     data = open_dataset(shared("data", "pennfudan", "PennFudanPed"), "pennfudan").subset("0:4")
-    imported, _ = importer.import_tflite(official)
+    imported, _ = official_keras("deeplabv3_mnv2_dm05_pascal_quant.tflite")
     model, fresh = adapt(rebuild(imported, input_size=(65, 65)), num_classes=2)
     assert fresh == ["logits"]
     quantization = importer.read_quantization(model, official)
@@ -120,15 +97,15 @@ def test_qat_from_the_official_quantization_keeps_its_weight_grids(shared, tmp_p
     assert low < 0 < high and (low, high) != pytest.approx((-6, 6), abs=1e-3)
 
 
-def test_a_new_head_has_no_official_quantization_to_convert_with(shared):
+def test_a_new_head_has_no_official_quantization_to_convert_with(shared, official_keras):
     """Post-training conversion with --quantization-from cannot quantize a head the official model lacks."""
-    from edge_deeplab import importer
+    from edge_deeplab.model import importer
     from edge_deeplab.errors import UserError
     from edge_deeplab.model.deeplab import adapt, rebuild
-    from edge_deeplab.qat import apply_source_quantization, quantize_deeplab
+    from edge_deeplab.train.qat import apply_source_quantization, quantize_deeplab
 
     official = shared("models", "official", "deeplabv3_mnv2_dm05_pascal_quant.tflite")
-    imported, _ = importer.import_tflite(official)
+    imported, _ = official_keras("deeplabv3_mnv2_dm05_pascal_quant.tflite")
     model, _ = adapt(rebuild(imported, input_size=(65, 65)), num_classes=2)
     expected = "no quantization range for the model's logits, upsample_logits .*new classifier"
     with pytest.raises(UserError, match=expected):
@@ -147,7 +124,7 @@ def test_quantization_from_is_checked(changes, message):
 
 
 def test_a_qat_model_rebuilt_at_another_output_stride_keeps_weights_and_ranges(qat_run):
-    from edge_deeplab.qat import rebuild_qat
+    from edge_deeplab.train.qat import rebuild_qat
 
     _, result, _ = qat_run
     loaded = load_any_model(result.output)

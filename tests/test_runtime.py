@@ -7,7 +7,7 @@ import pytest
 
 import tiny_tflite
 from edge_deeplab.errors import UserError
-from edge_deeplab.runtime import ModelInfo, Placement, SegmentationModel, argmax_channels
+from edge_deeplab.runtime.interpreter import ModelInfo, Placement, SegmentationModel, argmax_channels
 
 OFFICIAL = ("models", "official")
 INFO_FIELDS = ["input_height", "input_width", "input_dtype", "input_scale", "input_zero_point", "norm_mean",

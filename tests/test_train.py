@@ -10,11 +10,14 @@ keras = pytest.importorskip("tf_keras")
 
 from edge_deeplab.cli import main  # noqa: E402
 from edge_deeplab.config import DeepLabConfig  # noqa: E402
-from edge_deeplab.datasets import open_dataset  # noqa: E402
+from edge_deeplab.data.datasets import open_dataset  # noqa: E402
 from edge_deeplab.errors import UserError  # noqa: E402
-from edge_deeplab.evaluate import evaluate, keras_predictor  # noqa: E402
+from edge_deeplab.model.predictor import keras_predictor  # noqa: E402
+from edge_deeplab.runtime.evaluate import evaluate  # noqa: E402
 from edge_deeplab.model.deeplab import adapt, build_deeplab, load_model, save_model  # noqa: E402
-from edge_deeplab.train import TrainConfig, train  # noqa: E402
+from edge_deeplab.train.trainer import TrainConfig, train  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains models
 
 SIZE = 33
 # no augmentation, no dropout: a run is a deterministic function of its data order
@@ -42,6 +45,7 @@ def make_shapes_dataset(root, n=4):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     data = make_shapes_dataset(root / "data")
+    keras.utils.set_random_seed(1)  # the same initial network every run (some draws start too far to move in 12 steps)
     model = build_deeplab(DeepLabConfig(depth_multiplier=0.35, input_size=(SIZE, SIZE), num_classes=2, dropout=0))
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -160,7 +164,7 @@ def test_adapt_keeps_the_body_and_replaces_the_head(setup):
 
 
 def test_recalibrated_batch_norm_keeps_the_function_and_takes_the_data_statistics():
-    from edge_deeplab.train import recalibrate_batch_norm
+    from edge_deeplab.train.trainer import recalibrate_batch_norm
 
     keras.utils.set_random_seed(1)
     model = build_deeplab(DeepLabConfig(depth_multiplier=0.35, input_size=(SIZE, SIZE), num_classes=3, dropout=0))
@@ -188,7 +192,7 @@ def test_recalibrated_batch_norm_keeps_the_function_and_takes_the_data_statistic
 
 
 def test_class_weights_reweight_pixels_not_the_loss_scale():
-    from edge_deeplab.train import segmentation_loss
+    from edge_deeplab.train.trainer import segmentation_loss
 
     labels = tf.constant([[[0, 1], [1, 255]]])
     logits = tf.constant(np.random.default_rng(0).normal(size=(1, 2, 2, 2)), tf.float32)

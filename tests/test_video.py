@@ -7,8 +7,8 @@ import pytest
 import tiny_tflite
 from edge_deeplab.cli import main
 from edge_deeplab.errors import UserError
-from edge_deeplab.runtime import SegmentationModel
-from edge_deeplab.video import display_problem, parse_source, run_video
+from edge_deeplab.runtime.interpreter import SegmentationModel
+from edge_deeplab.runtime.video import display_problem, parse_source, run_video
 
 FRAMES, H, W = 24, 48, 64
 

@@ -1,4 +1,4 @@
-"""mIOU beside latency: a .tflite scored on a dataset with edge_deeplab.evaluate (no TensorFlow).
+"""mIOU beside latency: a .tflite scored on a dataset with edge_deeplab.runtime.evaluate (no TensorFlow).
 
 A PASCAL VOC model (21 classes) scored on a two-class person dataset (Penn-Fudan: background,
 person) has its predictions mapped 15 (person) -> 1 and everything else -> 0 unless a class map is
@@ -6,8 +6,8 @@ given.
 """
 from __future__ import annotations
 
-from edge_deeplab.datasets import VOC_PERSON, open_dataset
-from edge_deeplab.errors import UserError
+from edge_deeplab.data.datasets import VOC_PERSON, open_dataset
+from edge_deeplab.errors import OptionError
 
 
 def default_class_map(num_model_classes: int, dataset_classes: list):
@@ -16,7 +16,7 @@ def default_class_map(num_model_classes: int, dataset_classes: list):
         return None, None
     if num_model_classes == 21 and [c.lower() for c in dataset_classes] == ["background", "person"]:
         return {VOC_PERSON: 1}, 0
-    raise UserError(f"the model has {num_model_classes} classes and the dataset {len(dataset_classes)} "
+    raise OptionError(f"the model has {num_model_classes} classes and the dataset {len(dataset_classes)} "
                     f"({', '.join(dataset_classes[:5])}...): give a class map (e.g. --class-map 15:1 "
                     "--default-class 0)")
 
@@ -25,7 +25,7 @@ def measure_miou(model_path, data, data_format, threads=2, class_map=None, defau
                  subset=None, resize="letterbox", progress=True) -> dict:
     """{'miou', 'iou' (class name -> IoU), 'images'} of ``model_path`` on the dataset at ``data``
     (its ``subset``, e.g. held-out images '1::2', then at most ``max_images`` of them)."""
-    from edge_deeplab.evaluate import evaluate, tflite_predictor
+    from edge_deeplab.runtime.evaluate import evaluate, tflite_predictor
 
     dataset = open_dataset(data, data_format).subset(subset)
     if max_images:

@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from edge_deeplab.bench.record import BenchResult, latency_summary
-from edge_deeplab.errors import UserError
-from edge_deeplab.runtime import make_interpreter, read_model_file
+from edge_deeplab.choices import HOST_DELEGATES, PHONE_DELEGATES
+from edge_deeplab.errors import ModelFileError, OptionError, UserError
+from edge_deeplab.runtime.interpreter import make_interpreter
+from edge_deeplab.tflite.graph import read_model_file
 
-HOST_DELEGATES = ("xnnpack", "cpu")  # or the path of a delegate library
-PHONE_ONLY_DELEGATES = ("gpu", "nnapi")
+PHONE_ONLY_DELEGATES = tuple(d for d in PHONE_DELEGATES if d not in HOST_DELEGATES)
 PROBE_TIMEOUT_S = 600
 
 
 def check_host_delegate(delegate: str):
     if delegate in PHONE_ONLY_DELEGATES:
-        raise UserError(f"the {delegate} delegate runs on a phone (--device pixel); on this machine use "
+        raise OptionError(f"the {delegate} delegate runs on a phone (--device pixel); on this machine use "
                         f"{' or '.join(HOST_DELEGATES)}, or the path of a delegate library")
 
 
@@ -106,11 +107,11 @@ def probe(path, threads: int, delegate: str) -> dict:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired:
-        raise UserError(f"{path}: loading and running it once took over {PROBE_TIMEOUT_S} s") from None
+        raise ModelFileError(f"{path}: loading and running it once took over {PROBE_TIMEOUT_S} s") from None
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"{path}: cannot load and run the model ({reason.removeprefix('error: ')})")
+        raise ModelFileError(f"{path}: cannot load and run the model ({reason.removeprefix('error: ')})")
     return json.loads(lines[-1])
 
 
@@ -142,10 +143,10 @@ def bench_host(model_paths, threads=(2,), delegate="xnnpack", runs=30, warmup=5,
     """
     check_host_delegate(delegate)
     if runs < 1 or warmup < 0:
-        raise UserError(f"runs must be >= 1 and warm-up runs >= 0 (got {runs} and {warmup})")
+        raise OptionError(f"runs must be >= 1 and warm-up runs >= 0 (got {runs} and {warmup})")
     paths = [Path(p) for p in model_paths]
     if not paths:
-        raise UserError("no models to benchmark")
+        raise OptionError("no models to benchmark")
     contents = [read_model_file(p) for p in paths]
     device, runner = host_label(), runner_label()
     results = []

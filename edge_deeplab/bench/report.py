@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from edge_deeplab.bench.record import BenchResult
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import DataError, OptionError
 from edge_deeplab.io_utils import atomic_path, write_json_atomic, write_text_atomic
 
 VARIANT_FIELDS = ("os", "decoder", "quant", "size")
@@ -165,7 +165,7 @@ def read_json(path) -> tuple[dict, list]:
         data = json.loads(Path(path).read_text())
         return data.get("meta", {}), [BenchResult.from_dict(d) for d in data["results"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: not a benchmark results file ({e})") from None
+        raise DataError(f"{path}: not a benchmark results file ({e})") from None
 
 
 def write_markdown(results, path, title="Benchmark", meta=None, plot=None):
@@ -190,8 +190,9 @@ def write_markdown(results, path, title="Benchmark", meta=None, plot=None):
 
 
 # How the plot tells variants apart: colour = quantization, marker = decoder, size = output stride.
-QUANT_COLOURS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#ff7f0e", "int8_qat": "#d62728"}
-QUANT_NAMES = {"fp32": "float32", "fp16": "float16", "int8": "int8 (post-training)", "int8_qat": "int8 (QAT)"}
+QUANT_COLOURS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "dynamic": "#9467bd", "int8": "#ff7f0e", "int8_qat": "#d62728"}
+QUANT_NAMES = {"fp32": "float32", "fp16": "float16", "dynamic": "int8 weights (dynamic)", "int8": "int8 (post-training)",
+               "int8_qat": "int8 (QAT)"}
 DECODER_MARKERS = {0: "o", 1: "^"}
 OS_SIZES = {8: 130, 16: 60, 32: 22}
 
@@ -203,7 +204,7 @@ def plot_pareto(results, path, title="Latency vs mIOU", ylabel="mIOU"):
     stride), explained in the legend; official models are stars and other models diamonds, both named."""
     points = [r for r in results if r.miou is not None and r.latency_ms is not None]
     if not points:
-        raise UserError("the latency-vs-mIOU plot needs mIOU: pass --data (and --format) to measure it")
+        raise OptionError("the latency-vs-mIOU plot needs mIOU: pass --data (and --format) to measure it")
     import matplotlib
     import matplotlib.ticker
 

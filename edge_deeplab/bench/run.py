@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edge_deeplab.bench import host, report
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import OptionError, UserError
 
 HOST = "host"
 
@@ -47,9 +47,9 @@ def benchmark(models, device=HOST, threads=None, delegate="xnnpack", runs=30, wa
     """
     paths = [Path(p) for p in [*baselines, *models]]
     if not paths:
-        raise UserError("no models to benchmark: give .tflite files (or --sweep SPEC)")
+        raise OptionError("no models to benchmark: give .tflite files (or --sweep SPEC)")
     if len(set(paths)) != len(paths):
-        raise UserError("a model is listed twice")
+        raise OptionError("a model is listed twice")
     if device == HOST:
         host.check_host_delegate(delegate)
     paths = _loadable(paths, delegate if device == HOST else "xnnpack", failed)
@@ -58,7 +58,7 @@ def benchmark(models, device=HOST, threads=None, delegate="xnnpack", runs=30, wa
     if device == HOST:
         results = host.bench_host(paths, threads, delegate, runs, warmup, progress=progress, memory=memory)
     else:
-        from edge_deeplab.bench.android import bench_android
+        from edge_deeplab.bench.phone import bench_android
 
         say = (lambda text: print(text, file=sys.stderr)) if progress else None
         results = bench_android(paths, device, threads, delegate, runs, warmup, binary=binary,
@@ -73,7 +73,8 @@ def benchmark(models, device=HOST, threads=None, delegate="xnnpack", runs=30, wa
 
 def _loadable(paths, delegate, failed):
     """The models that load and run once here; the others go to ``failed`` (or raise, without it)."""
-    from edge_deeplab.runtime import make_interpreter, read_model_file
+    from edge_deeplab.runtime.interpreter import make_interpreter
+    from edge_deeplab.tflite.graph import read_model_file
 
     good = []
     for path in paths:
@@ -89,20 +90,21 @@ def _loadable(paths, delegate, failed):
             continue
         good.append(path)
     if not good:
-        raise UserError(failed[0][1] if len(failed) == 1 else
+        raise OptionError(failed[0][1] if len(failed) == 1 else
                         f"none of the {len(paths)} models can be measured (the first: {failed[0][1]})")
     return good
 
 
 def _default_threads(device):
-    from edge_deeplab.runtime import default_num_threads
+    from edge_deeplab.runtime.interpreter import default_num_threads
 
     return default_num_threads() if device == HOST else 4  # phones: the big cores
 
 
 def _fill_inputs(results):
     """The input shape and type of each model (benchmark_model does not print them)."""
-    from edge_deeplab.runtime import make_interpreter, read_model_file
+    from edge_deeplab.runtime.interpreter import make_interpreter
+    from edge_deeplab.tflite.graph import read_model_file
 
     described = {}
     for r in results:
@@ -115,7 +117,7 @@ def _fill_inputs(results):
 def attach_miou(results, data: DataSpec, threads=None, progress=True):
     """Measure each distinct model's mIOU once and put it on every row of that model."""
     from edge_deeplab.bench.accuracy import measure_miou
-    from edge_deeplab.runtime import default_num_threads
+    from edge_deeplab.runtime.interpreter import default_num_threads
 
     scores = {}
     for r in results:

@@ -1,1 +1,2 @@
-"""Build stage: Keras (tf_keras) DeepLab models. Importing this package imports TensorFlow."""
+"""Build and import stages (TensorFlow): Keras (tf_keras) DeepLab models, the import of the official
+TFLite weights, and Keras models as predictors for evaluation."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import tf_keras as keras
 
 from edge_deeplab.config import DeepLabConfig
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import ModelFileError, OptionError
 from edge_deeplab.io_utils import atomic_path, require_file
 from edge_deeplab.model import heads, mobilenet_v2, xception
 from edge_deeplab.model.layers import CUSTOM_OBJECTS
@@ -106,7 +106,7 @@ def adapt(model: keras.Model, **changes) -> tuple:
 def model_config(model: keras.Model) -> DeepLabConfig:
     config = getattr(model, "deeplab_config", None)
     if config is None:
-        raise UserError(f"model {model.name!r} carries no DeepLab config (was it built by edge-deeplab?)")
+        raise ModelFileError(f"model {model.name!r} carries no DeepLab config (was it built by edge-deeplab?)")
     return config
 
 
@@ -116,32 +116,32 @@ def _load_backbone_weights(model, config, weights):
         return
     if weights == "imagenet":
         if config.backbone != "mobilenetv2":
-            raise UserError(
+            raise ModelFileError(
                 f"no ImageNet weights of the DeepLab {config.backbone} are published in Keras format "
                 "(keras.applications.Xception is a different network); pass a local weights file")
         path = imagenet_weights_file(config.depth_multiplier)
     else:
         path = Path(weights)
         if not path.is_file():
-            raise UserError(f"{weights}: weights file not found (expected none, imagenet or a .h5 file)")
+            raise ModelFileError(f"{weights}: weights file not found (expected none, imagenet or a .h5 file)")
     if not str(path).endswith(".h5"):
-        raise UserError(f"{path}: backbone weights must be a Keras .h5 weights file")
+        raise ModelFileError(f"{path}: backbone weights must be a Keras .h5 weights file")
     try:
         model.load_weights(str(path), by_name=True)
     except (ValueError, OSError) as e:
-        raise UserError(f"{path}: cannot load weights into {model.name} ({str(e).splitlines()[0]})") from None
+        raise ModelFileError(f"{path}: cannot load weights into {model.name} ({str(e).splitlines()[0]})") from None
 
 
 def imagenet_weights_file(depth_multiplier: float, cache_dir: str | None = None) -> Path:
     """The keras.applications MobileNetV2 ImageNet (no top) weights, through Keras' own download cache."""
     if depth_multiplier not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
-        raise UserError(f"no ImageNet MobileNetV2 weights for depth multiplier {depth_multiplier}")
+        raise ModelFileError(f"no ImageNet MobileNetV2 weights for depth multiplier {depth_multiplier}")
     fname = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(depth_multiplier)}_224_no_top.h5"
     try:
         return Path(keras.utils.get_file(fname, KERAS_WEIGHTS_URL + fname, cache_subdir="models",
                                          cache_dir=cache_dir))
     except Exception as e:  # get_file wraps network failures in plain Exceptions
-        raise UserError(f"cannot download ImageNet weights {fname} ({str(e).splitlines()[0][:160]}); "
+        raise OptionError(f"cannot download ImageNet weights {fname} ({str(e).splitlines()[0][:160]}); "
                         f"put the file in ~/.keras/models/ or pass --weights FILE") from None
 
 
@@ -150,7 +150,7 @@ def save_model(model: keras.Model, path) -> Path:
     """Save as .keras (atomically), with the DeepLab config stored in the same archive."""
     path = Path(path)
     if path.suffix != ".keras":
-        raise UserError(f"{path}: models are saved as .keras files")
+        raise ModelFileError(f"{path}: models are saved as .keras files")
     with atomic_path(path) as tmp:
         model.save(tmp)
         config = getattr(model, "deeplab_config", None)
@@ -173,7 +173,7 @@ def load_model(path, compile=False) -> keras.Model:
     try:
         model = keras.models.load_model(str(path), custom_objects=CUSTOM_OBJECTS, compile=compile)
     except Exception as e:
-        raise UserError(f"{path}: not a loadable Keras model ({str(e).splitlines()[0][:200]})") from None
+        raise ModelFileError(f"{path}: not a loadable Keras model ({str(e).splitlines()[0][:200]})") from None
     config = read_config(path)
     if config is not None:
         model.deeplab_config = config

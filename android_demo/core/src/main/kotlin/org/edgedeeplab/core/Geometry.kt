@@ -24,7 +24,7 @@ class Letterbox(val srcWidth: Int, val srcHeight: Int, val dstWidth: Int, val ds
 
     private val fit = min(dstWidth.toDouble() / srcWidth, dstHeight.toDouble() / srcHeight)
 
-    /** Content size and offset in the model input, whole pixels (as edge_deeplab.runtime's Placement.fit). */
+    /** Content size and offset in the model input, whole pixels (as edge_deeplab.runtime.interpreter's Placement.fit). */
     val contentWidth = min(dstWidth, max(1, Math.rint(srcWidth * fit).toInt()))
     val contentHeight = min(dstHeight, max(1, Math.rint(srcHeight * fit).toInt()))
     val offsetX = (dstWidth - contentWidth) / 2

@@ -101,7 +101,7 @@ class InputEncoder(card: ModelCard) {
     companion object {
         /**
          * round(real / scale) + zeroPoint, clamped to the type's range, as the byte stored in the tensor.
-         * Halves round to even (numpy's rule), so the app feeds what edge_deeplab.runtime feeds.
+         * Halves round to even (numpy's rule), so the app feeds what edge_deeplab.runtime.interpreter feeds.
          */
         fun quantize(real: Double, q: Quantization, type: TensorType): Byte {
             val lo = if (type == TensorType.INT8) -128 else 0

@@ -3,7 +3,7 @@
 The official pretrained DeepLab weights are published only inside TFLite models (the float 257 GPU
 model, the 8-bit quantization-aware trained 513 models). This module
 
-1. reads the graph with the TFLite schema that ai-edge-litert ships and walks it from the
+1. reads the graph (edge_deeplab.tflite.graph) and walks it from the
    image-pooling branch of the head back to the input, so the match does not depend on the order in
    which a converter happened to emit the two ASPP branches;
 2. works out the architecture (depth multiplier, output stride, input size, classes, head width);
@@ -25,133 +25,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_deeplab.config import DEPTH_MULTIPLIERS, OUTPUT_STRIDES, DeepLabConfig
-from edge_deeplab.errors import UserError
-from edge_deeplab.images import read_images
+from edge_deeplab.choices import (
+    DEPTH_MULTIPLIERS,
+    MIN_AGREEMENT_FLOAT,
+    MIN_AGREEMENT_QUANTIZED,
+    OUTPUT_STRIDES,
+)
+from edge_deeplab.config import DeepLabConfig
+from edge_deeplab.data.images import read_images
+from edge_deeplab.errors import ModelFileError
+from edge_deeplab.tflite.graph import TFLiteGraph
+from edge_deeplab.tflite.quantization import dequantize, quantize
 
 EXPECTED = "expected an official DeepLab MobileNetV2 TFLite model (e.g. deeplabv3_257_mv_gpu.tflite)"
-# Default agreement thresholds: a float source must be reproduced almost exactly; an 8-bit source
-# differs from the float function it was trained to approximate by its quantization.
-MIN_AGREEMENT_FLOAT = 0.995
-MIN_AGREEMENT_QUANTIZED = 0.97
 
-_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
 _ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}
-# Ops between two convolutions that do not change what is computed (requantization, broadcasting the
-# pooled features back to the feature map size).
-_PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR")
 HEAD_LAYERS = ("image_pooling_conv", "aspp0", "concat_projection", "logits")
 
 
-# ------------------------------------------------------------------------------------- graph reading
-class TFLiteGraph:
-    """The first subgraph of a .tflite file: ops, tensors, constants (dequantized), producers/consumers."""
-
-    def __init__(self, path):
-        from ai_edge_litert import schema_py_generated as schema
-
-        self.path = Path(path)
-        try:
-            data = self.path.read_bytes()
-        except OSError as e:
-            raise UserError(f"{self.path}: cannot read ({e.strerror or e})") from None
-        if len(data) < 8 or data[4:8] != b"TFL3":
-            raise UserError(f"{self.path}: not a TFLite model (no TFL3 identifier); {EXPECTED}")
-        try:
-            self.model = schema.ModelT.InitFromPackedBuf(data, 0)
-            self.graph = self.model.subgraphs[0]
-            self.operators = list(self.graph.operators or [])
-            self.tensors = list(self.graph.tensors)
-        except Exception:  # flatbuffers reports a damaged file with struct / index / unicode errors
-            raise UserError(f"{self.path}: corrupt or truncated TFLite model ({len(data)} bytes whose FlatBuffer "
-                            f"cannot be parsed); {EXPECTED}") from None
-        self.data = data
-        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-        self.op_types = []
-        for op in self.operators:
-            code = self.model.operatorCodes[op.opcodeIndex]
-            self.op_types.append(names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM"))
-        self.producer, self.consumers = {}, {}
-        for i, op in enumerate(self.operators):
-            for t in op.outputs:
-                self.producer[t] = i
-            for t in op.inputs:
-                if t >= 0:
-                    self.consumers.setdefault(t, []).append(i)
-
-    def name(self, tensor: int) -> str:
-        raw = self.tensors[tensor].name
-        return (raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)).split(";")[0]
-
-    def shape(self, tensor: int) -> tuple:
-        return tuple(int(s) for s in self.tensors[tensor].shape)
-
-    def quantization(self, tensor: int):
-        """(scales, zero points, axis) of a quantized tensor, or None."""
-        q = self.tensors[tensor].quantization
-        if q is None or q.scale is None or len(q.scale) == 0:
-            return None
-        return np.asarray(q.scale, np.float64), np.asarray(q.zeroPoint, np.float64), int(q.quantizedDimension)
-
-    def constant(self, tensor: int) -> np.ndarray:
-        """A constant tensor as float32, dequantized (also through a DEQUANTIZE op, as fp16 models have)."""
-        t = self.tensors[tensor]
-        raw = self._buffer(t.buffer)
-        if raw is None:
-            op = self.producer.get(tensor)
-            if op is not None and self.op_types[op] == "DEQUANTIZE":
-                return self.constant(self.operators[op].inputs[0])
-            raise UserError(f"{self.path}: tensor {self.name(tensor)} is not a constant; {EXPECTED}")
-        dtype = _DTYPES.get(t.type)
-        shape = self.shape(tensor)
-        if dtype is None or len(raw) != math.prod(shape) * np.dtype(dtype).itemsize:
-            raise UserError(f"{self.path}: constant {self.name(tensor)} is damaged or of an unsupported type")
-        values = np.frombuffer(raw, dtype).reshape(shape)
-        quant = self.quantization(tensor)
-        if quant is None or np.issubdtype(dtype, np.floating):
-            return values.astype(np.float32)
-        scale, zero_point, axis = quant
-        if len(scale) > 1:  # per-channel: one scale per slice along the quantized dimension
-            scale = scale.reshape([-1 if d == axis else 1 for d in range(values.ndim)])
-            zero_point = zero_point.reshape(scale.shape) if len(zero_point) > 1 else zero_point
-        return ((values.astype(np.float64) - zero_point) * scale).astype(np.float32)
-
-    def _buffer(self, index):
-        buf = self.model.buffers[index]
-        if buf.data is not None and len(buf.data):
-            return np.asarray(buf.data, np.uint8).tobytes()
-        if buf.offset and buf.size:  # large models keep constants after the flatbuffer
-            if buf.offset + buf.size > len(self.data):
-                raise UserError(f"{self.path}: truncated TFLite model (a constant lies past the end of the file)")
-            return self.data[buf.offset:buf.offset + buf.size]
-        return None
-
-    def source_op(self, tensor: int):
-        """The op that computes ``tensor``, looking through pass-through ops; None for a graph input."""
-        op = self.producer.get(tensor)
-        while op is not None and self.op_types[op] in _PASS_THROUGH:
-            op = self.producer.get(self.operators[op].inputs[0])
-        return op
-
-    def next_ops(self, tensor: int) -> list:
-        """The ops that consume ``tensor``, looking through pass-through ops."""
-        found = []
-        for op in self.consumers.get(tensor, []):
-            if self.op_types[op] in _PASS_THROUGH:
-                found += self.next_ops(self.operators[op].outputs[0])
-            else:
-                found.append(op)
-        return found
-
-    def ancestors(self, tensor: int) -> set:
-        """Every op the value of ``tensor`` depends on."""
-        seen, stack = set(), [tensor]
-        while stack:
-            op = self.producer.get(stack.pop())
-            if op is not None and op not in seen:
-                seen.add(op)
-                stack += [t for t in self.operators[op].inputs if t >= 0]
-        return seen
+def _read_graph(path) -> TFLiteGraph:
+    try:
+        return TFLiteGraph.read(path)
+    except ModelFileError as e:
+        raise ModelFileError(f"{e}; {EXPECTED}") from None
 
 
 @dataclasses.dataclass
@@ -176,13 +72,13 @@ class SourceConv:
 
 
 def _source_conv(g: TFLiteGraph, op: int) -> SourceConv:
-    operator, kind = g.operators[op], g.op_types[op]
+    operator, kind = g.ops[op], g.op_types[op]
     if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        raise UserError(f"{g.path}: op #{op} is {kind} where a convolution was expected; {EXPECTED}")
-    o = operator.builtinOptions
+        raise ModelFileError(f"{g.source}: op #{op} is {kind} where a convolution was expected; {EXPECTED}")
+    o = operator["options"]
     if o.strideH != o.strideW or o.dilationHFactor != o.dilationWFactor:
-        raise UserError(f"{g.path}: op #{op} has unequal strides or dilations; {EXPECTED}")
-    weights = g.constant(operator.inputs[1])  # CONV_2D: [out, kh, kw, in]; DEPTHWISE: [1, kh, kw, in * mult]
+        raise ModelFileError(f"{g.source}: op #{op} has unequal strides or dilations; {EXPECTED}")
+    weights = g.values(operator["inputs"][1])  # CONV_2D: [out, kh, kw, in]; DEPTHWISE: [1, kh, kw, in * mult]
     depthwise = kind == "DEPTHWISE_CONV_2D"
     if depthwise:
         _, kh, kw, channels = weights.shape
@@ -191,14 +87,14 @@ def _source_conv(g: TFLiteGraph, op: int) -> SourceConv:
     else:
         kernel = weights.transpose(1, 2, 3, 0)
         out = weights.shape[0]
-    has_bias = len(operator.inputs) > 2 and operator.inputs[2] >= 0
-    bias = g.constant(operator.inputs[2]) if has_bias else np.zeros(out, np.float32)
+    has_bias = len(operator["inputs"]) > 2 and operator["inputs"][2] >= 0
+    bias = g.values(operator["inputs"][2]) if has_bias else np.zeros(out, np.float32)
     return SourceConv(
-        op=op, name=g.name(operator.inputs[1]), depthwise=depthwise, kernel=np.ascontiguousarray(kernel),
+        op=op, name=g.name(operator["inputs"][1]), depthwise=depthwise, kernel=np.ascontiguousarray(kernel),
         bias=bias.reshape(out), stride=int(o.strideH), dilation=int(o.dilationHFactor),
         padding="same" if o.padding == 0 else "valid",
         activation=_ACTIVATIONS.get(o.fusedActivationFunction, f"fused-{o.fusedActivationFunction}"),
-        quantized=g.quantization(operator.inputs[1]) is not None,
+        quantized=g.quantization(operator["inputs"][1]) is not None,
     )
 
 
@@ -230,24 +126,24 @@ class OfficialDeepLab:
 def read_official_tflite(path, graph: TFLiteGraph | None = None) -> OfficialDeepLab:
     """Read an official DeepLab MobileNetV2 TFLite model and work out its architecture (``graph``: the
     file already read)."""
-    g = graph or TFLiteGraph(path)
-    if len(g.graph.inputs) != 1 or len(g.graph.outputs) != 1:
-        raise UserError(f"{g.path}: {len(g.graph.inputs)} inputs and {len(g.graph.outputs)} outputs; {EXPECTED}")
-    image = g.graph.inputs[0]
-    shape, in_type = g.shape(image), _DTYPES.get(g.tensors[image].type)
+    g = graph or _read_graph(path)
+    if len(g.inputs) != 1 or len(g.outputs) != 1:
+        raise ModelFileError(f"{g.source}: {len(g.inputs)} inputs and {len(g.outputs)} outputs; {EXPECTED}")
+    image = g.inputs[0]
+    shape, in_type = g.shape(image), g.numpy_type(image)
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or in_type not in (np.float32, np.uint8, np.int8):
-        raise UserError(f"{g.path}: its input {list(shape)} {np.dtype(in_type).name if in_type else '?'} is not "
+        raise ModelFileError(f"{g.source}: its input {list(shape)} {np.dtype(in_type).name if in_type else '?'} is not "
                         f"one [1, H, W, 3] float32 or uint8 image; {EXPECTED}")
     head_ops, features = _find_head(g)
     head = {name: _source_conv(g, op) for name, op in head_ops.items()}
     backbone_ops = sorted(op for op in g.ancestors(features) if g.op_types[op] in ("CONV_2D", "DEPTHWISE_CONV_2D"))
     backbone = [_source_conv(g, op) for op in backbone_ops]
     if not backbone:
-        raise UserError(f"{g.path}: no backbone convolutions before the head; {EXPECTED}")
+        raise ModelFileError(f"{g.source}: no backbone convolutions before the head; {EXPECTED}")
     output_kind = _check_output(g, head_ops["logits"])
     output_stride = math.prod(c.stride for c in backbone)
     if output_stride not in OUTPUT_STRIDES:
-        raise UserError(f"{g.path}: the backbone downsamples {output_stride}x; expected an output stride in "
+        raise ModelFileError(f"{g.source}: the backbone downsamples {output_stride}x; expected an output stride in "
                         f"{OUTPUT_STRIDES}")
     depth, rounding = _depth_multiplier(g, backbone)
     in_quant = g.quantization(image)
@@ -256,7 +152,7 @@ def read_official_tflite(path, graph: TFLiteGraph | None = None) -> OfficialDeep
         input_size=shape[1:3], num_classes=int(head["logits"].kernel.shape[-1]), aspp="mobile",
         aspp_channels=int(head["aspp0"].kernel.shape[-1]))
     return OfficialDeepLab(
-        path=g.path, config=config, input_dtype=np.dtype(in_type).name,
+        path=Path(g.source), config=config, input_dtype=np.dtype(in_type).name,
         input_scale=float(in_quant[0][0]) if in_quant and in_type != np.float32 else 0.0,
         input_zero_point=int(in_quant[1][0]) if in_quant and in_type != np.float32 else 0,
         output_kind=output_kind, quantized=any(c.quantized for c in backbone + list(head.values())),
@@ -272,23 +168,23 @@ def _find_head(g: TFLiteGraph):
     Returns ({head layer name: op}, the backbone feature tensor).
     """
     pools = [i for i, t in enumerate(g.op_types) if t in ("AVERAGE_POOL_2D", "MEAN")]
-    pool_convs = [(p, c) for p in pools for c in g.next_ops(g.operators[p].outputs[0]) if g.op_types[c] == "CONV_2D"]
+    pool_convs = [(p, c) for p in pools for c in g.next_ops(g.ops[p]["outputs"][0]) if g.op_types[c] == "CONV_2D"]
     if len(pool_convs) != 1:
-        raise UserError(f"{g.path}: no DeepLab image-pooling branch (a global average pool feeding a 1x1 "
+        raise ModelFileError(f"{g.source}: no DeepLab image-pooling branch (a global average pool feeding a 1x1 "
                         f"convolution) found; {EXPECTED}")
     pool, image_pooling = pool_convs[0]
-    features = g.operators[pool].inputs[0]
-    concat = [c for c in g.next_ops(g.operators[image_pooling].outputs[0]) if g.op_types[c] == "CONCATENATION"]
+    features = g.ops[pool]["inputs"][0]
+    concat = [c for c in g.next_ops(g.ops[image_pooling]["outputs"][0]) if g.op_types[c] == "CONCATENATION"]
     if len(concat) != 1:
-        raise UserError(f"{g.path}: the image-pooling branch does not feed one concatenation; {EXPECTED}")
-    branches = [g.source_op(t) for t in g.operators[concat[0]].inputs]
+        raise ModelFileError(f"{g.source}: the image-pooling branch does not feed one concatenation; {EXPECTED}")
+    branches = [g.source_op(t) for t in g.ops[concat[0]]["inputs"]]
     if len(branches) != 2 or branches[0] != image_pooling:
-        raise UserError(f"{g.path}: the ASPP concatenates {len(branches)} branches; only the mobile head "
+        raise ModelFileError(f"{g.source}: the ASPP concatenates {len(branches)} branches; only the mobile head "
                         f"[image pooling, one 1x1 conv] (in that order) of the official MobileNetV2 models "
                         f"is supported")
     aspp0 = branches[1]
-    if g.op_types[aspp0] != "CONV_2D" or g.source_op(g.operators[aspp0].inputs[0]) != g.source_op(features):
-        raise UserError(f"{g.path}: the second ASPP branch is not a convolution of the backbone features; {EXPECTED}")
+    if g.op_types[aspp0] != "CONV_2D" or g.source_op(g.ops[aspp0]["inputs"][0]) != g.source_op(features):
+        raise ModelFileError(f"{g.source}: the second ASPP branch is not a convolution of the backbone features; {EXPECTED}")
     projection = _single_conv_after(g, concat[0], "the ASPP concatenation")
     logits = _single_conv_after(g, projection, "the ASPP projection (a DeepLabv3+ decoder is not supported)")
     return {"image_pooling_conv": image_pooling, "aspp0": aspp0, "concat_projection": projection,
@@ -296,26 +192,26 @@ def _find_head(g: TFLiteGraph):
 
 
 def _single_conv_after(g, op, what):
-    nxt = g.next_ops(g.operators[op].outputs[0])
+    nxt = g.next_ops(g.ops[op]["outputs"][0])
     if len(nxt) != 1 or g.op_types[nxt[0]] != "CONV_2D":
         found = ", ".join(g.op_types[i] for i in nxt) or "nothing"
-        raise UserError(f"{g.path}: {what} feeds {found}, not one 1x1 convolution; {EXPECTED}")
+        raise ModelFileError(f"{g.source}: {what} feeds {found}, not one 1x1 convolution; {EXPECTED}")
     return nxt[0]
 
 
 def _check_output(g: TFLiteGraph, logits_op: int) -> str:
     """The logits reach the graph output through corner-aligned bilinear resizes and an optional ARG_MAX."""
-    tensor, kind = g.operators[logits_op].outputs[0], "logits"
-    while tensor != g.graph.outputs[0]:
+    tensor, kind = g.ops[logits_op]["outputs"][0], "logits"
+    while tensor != g.outputs[0]:
         nxt = g.consumers.get(tensor, [])
         if len(nxt) != 1 or g.op_types[nxt[0]] not in ("RESIZE_BILINEAR", "QUANTIZE", "DEQUANTIZE", "ARG_MAX"):
-            raise UserError(f"{g.path}: the logits reach the output through unexpected ops; {EXPECTED}")
+            raise ModelFileError(f"{g.source}: the logits reach the output through unexpected ops; {EXPECTED}")
         op = nxt[0]
-        if g.op_types[op] == "RESIZE_BILINEAR" and not g.operators[op].builtinOptions.alignCorners:
-            raise UserError(f"{g.path}: the logits are resized without align_corners; this project's "
+        if g.op_types[op] == "RESIZE_BILINEAR" and not g.ops[op]["options"].alignCorners:
+            raise ModelFileError(f"{g.source}: the logits are resized without align_corners; this project's "
                             f"DeepLab resizes corner-aligned, as the official models do")
         kind = "labels" if g.op_types[op] == "ARG_MAX" else kind
-        tensor = g.operators[op].outputs[0]
+        tensor = g.ops[op]["outputs"][0]
     return kind
 
 
@@ -337,7 +233,7 @@ def _depth_multiplier(g: TFLiteGraph, backbone):
             if expected == found:
                 return depth, rounding
     channels = [n for _, n in found[:9]]
-    raise UserError(f"{g.path}: backbone widths {channels}... match no MobileNetV2 depth multiplier in "
+    raise ModelFileError(f"{g.source}: backbone widths {channels}... match no MobileNetV2 depth multiplier in "
                     f"{DEPTH_MULTIPLIERS}; {EXPECTED}")
 
 
@@ -374,11 +270,11 @@ def _conv_pairs(model, source: OfficialDeepLab) -> list:
     convs = [layer for layer in model.layers if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)]
     backbone = [layer for layer in convs if layer.name not in HEAD_LAYERS]
     if len(backbone) != len(source.backbone) or any(n not in [c.name for c in convs] for n in HEAD_LAYERS):
-        raise UserError(f"{source.path}: the graph has {len(source.backbone)} backbone convolutions but the "
+        raise ModelFileError(f"{source.path}: the graph has {len(source.backbone)} backbone convolutions but the "
                         f"model {model.name} has {len(backbone)}: not the architecture of this graph")
     adds = sum(type(layer) is keras.layers.Add for layer in model.layers)
     if adds != source.residual_adds:
-        raise UserError(f"{source.path}: the graph has {source.residual_adds} residual additions, the model "
+        raise ModelFileError(f"{source.path}: the graph has {source.residual_adds} residual additions, the model "
                         f"{model.name} {adds}: not the architecture of this graph")
     return list(zip(backbone, source.backbone)) + [(model.get_layer(n), source.head[n]) for n in HEAD_LAYERS]
 
@@ -394,7 +290,7 @@ def _check_layer(layer, conv: SourceConv, path):
     theirs = (conv.depthwise, conv.kernel.shape, conv.stride, conv.dilation,
               "any" if pointwise else conv.padding, conv.activation)
     if ours != theirs:
-        raise UserError(
+        raise ModelFileError(
             f"{path}: layer {layer.name} ({'depthwise' if depthwise else 'conv'} kernel {list(expected_kernel)} "
             f"stride {ours[2]} dilation {ours[3]} padding {ours[4]} activation {ours[5]}) does not match the "
             f"graph's {conv.describe()}")
@@ -448,7 +344,7 @@ def _identity_batch_norm(bias, epsilon):
 @dataclasses.dataclass
 class SourceQuantization:
     """The 8-bit quantization a quantization-aware trained official model runs with, keyed by the names
-    of the layers of a Keras model of the same architecture (edge_deeplab.qat.apply_source_quantization)."""
+    of the layers of a Keras model of the same architecture (edge_deeplab.train.qat.apply_source_quantization)."""
 
     path: Path
     activation_ranges: dict  # layer name -> (min, max) of its output: conv blocks, residual adds, concat
@@ -468,10 +364,10 @@ def read_quantization(model, path) -> SourceQuantization:
     """
     import tf_keras as keras
 
-    g = TFLiteGraph(path)
+    g = _read_graph(path)
     source = read_official_tflite(path, g)
     if not source.quantized:
-        raise UserError(f"{source.path}: float weights, no 8-bit quantization to carry over")
+        raise ModelFileError(f"{source.path}: float weights, no 8-bit quantization to carry over")
     pairs, new_layers = [], []
     for layer, conv in _conv_pairs(model, source):
         kernel = _kernel_shape(layer)
@@ -480,17 +376,17 @@ def read_quantization(model, path) -> SourceQuantization:
         elif layer.name == "logits" and kernel[:-1] == conv.kernel.shape[:-1]:
             new_layers.append(layer.name)
         else:
-            raise UserError(f"{source.path}: layer {layer.name} has kernel {list(kernel)}, the graph's "
+            raise ModelFileError(f"{source.path}: layer {layer.name} has kernel {list(kernel)}, the graph's "
                             f"{conv.describe()}: not the architecture of this graph")
-    ranges = {_block_output(layer).name: _tensor_range(g, g.operators[conv.op].outputs[0]) for layer, conv in pairs}
+    ranges = {_block_output(layer).name: _tensor_range(g, g.ops[conv.op]["outputs"][0]) for layer, conv in pairs}
     for kind, op_type in ((keras.layers.Add, "ADD"), (keras.layers.Concatenate, "CONCATENATION")):
         layers = [layer for layer in model.layers if type(layer) is kind]
         ops = [i for i, t in enumerate(g.op_types) if t == op_type]
         if len(layers) != len(ops):
-            raise UserError(f"{source.path}: {len(ops)} {op_type} ops, the model {model.name} has {len(layers)} "
+            raise ModelFileError(f"{source.path}: {len(ops)} {op_type} ops, the model {model.name} has {len(layers)} "
                             f"{kind.__name__} layers: not the architecture of this graph")
-        ranges.update((layer.name, _tensor_range(g, g.operators[op].outputs[0])) for layer, op in zip(layers, ops))
-    scales = {layer.name: float(g.quantization(g.operators[conv.op].inputs[1])[0].max()) for layer, conv in pairs}
+        ranges.update((layer.name, _tensor_range(g, g.ops[op]["outputs"][0])) for layer, op in zip(layers, ops))
+    scales = {layer.name: float(g.quantization(g.ops[conv.op]["inputs"][1])[0].max()) for layer, conv in pairs}
     return SourceQuantization(source.path, ranges, scales, tuple(new_layers))
 
 
@@ -504,9 +400,9 @@ def _tensor_range(g: TFLiteGraph, tensor: int):
     """The real-valued (min, max) an 8-bit tensor can hold."""
     quant = g.quantization(tensor)
     if quant is None:
-        raise UserError(f"{g.path}: tensor {g.name(tensor)} is not quantized; {EXPECTED}")
+        raise ModelFileError(f"{g.source}: tensor {g.name(tensor)} is not quantized; {EXPECTED}")
     scale, zero_point = float(quant[0][0]), float(quant[1][0])
-    low, high = (-128, 127) if _DTYPES.get(g.tensors[tensor].type) is np.int8 else (0, 255)
+    low, high = (-128, 127) if g.numpy_type(tensor) is np.int8 else (0, 255)
     return scale * (low - zero_point), scale * (high - zero_point)
 
 
@@ -541,7 +437,7 @@ def verify(model, source: OfficialDeepLab, images, image_source="given", num_thr
     """
     from tqdm import tqdm
 
-    from edge_deeplab.runtime import make_interpreter
+    from edge_deeplab.runtime.interpreter import make_interpreter
 
     interpreter = make_interpreter(source.path.read_bytes(), num_threads, source=source.path)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -559,7 +455,7 @@ def verify(model, source: OfficialDeepLab, images, image_source="given", num_thr
         ours = logits.argmax(-1).astype(np.uint8)
         if source.output_kind == "logits":
             scale, zero_point = out["quantization"]
-            theirs = (theirs.astype(np.float32) - zero_point) * scale if scale else theirs
+            theirs = dequantize(theirs, scale, zero_point) if scale else theirs
             if keras_hw == source_hw:
                 diff = float(np.abs(logits - theirs).max())
                 max_diff = diff if max_diff is None else max(max_diff, diff)
@@ -571,7 +467,7 @@ def verify(model, source: OfficialDeepLab, images, image_source="given", num_thr
         pixels += ours.size
         count += 1
     if not count:
-        raise UserError("no images to verify the import with")
+        raise ModelFileError("no images to verify the import with")
     return Verification(count, pixels, agree / pixels, max_diff, image_source)
 
 
@@ -583,10 +479,8 @@ def model_input(image_rgb, size, source: OfficialDeepLab):
     real = image_rgb[None].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     if source.input_dtype == "float32":
         return real, real
-    limits = np.iinfo(source.input_dtype)
-    q = np.clip(np.round(real / source.input_scale + source.input_zero_point), limits.min, limits.max)
-    real = ((q - source.input_zero_point) * source.input_scale).astype(np.float32)
-    return q.astype(source.input_dtype), real
+    q = quantize(real, source.input_scale, source.input_zero_point, source.input_dtype)
+    return q, dequantize(q, source.input_scale, source.input_zero_point)
 
 
 def synthetic_images(count=4, size=(257, 257), seed=0):
@@ -644,7 +538,7 @@ def import_official(path, output_stride=None, input_size=None, verify_images=Non
             images, image_source = synthetic_images(min(max_images, 4), source.config.input_size), "synthetic"
         checked = verify(model, source, images, image_source, num_threads, progress)
         if checked.agreement < threshold:
-            raise UserError(
+            raise ModelFileError(
                 f"{source.path}: the imported model disagrees with it: {checked.line()}, below the required "
                 f"{100 * threshold:.1f}% (lower --min-agreement to keep it anyway)")
         if changes:

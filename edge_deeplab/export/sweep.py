@@ -14,8 +14,9 @@ A spec crosses output stride x decoder x quantization x input size over one sour
 or inline: ``source=deeplabv3_257_mv_gpu.tflite;os=8,16;decoder=0;quant=fp32,int8;size=257``.
 A JSON spec may instead list ``"grids": [{"os": [8, 16], "quant": ["fp32"]}, {"decoder": [1], ...}]``:
 the union of several crosses, each grid's keys overriding the top level's.
-``source`` may also be ``preset:NAME``: the preset's architecture with untrained weights, whose
-latency is real and whose mIOU is not measured. A decoder variant whose weights come from a model
+``source`` may also be ``preset:NAME``, as ``edge-deeplab convert NAME``: the preset's official weights
+where it has them (imported from its official .tflite), else its architecture with untrained weights,
+whose latency is real and whose mIOU is not measured. A decoder variant whose weights come from a model
 without a decoder gets an untrained decoder: latency only, noted in the results.
 
 Everything lives in a work directory: ``models/<variant>.tflite`` and ``sweep.json``, the cache,
@@ -35,10 +36,10 @@ from pathlib import Path
 
 from edge_deeplab.bench.accuracy import measure_miou
 from edge_deeplab.bench.record import BenchResult
-from edge_deeplab.errors import UserError
+from edge_deeplab.choices import SWEEP_QUANTIZATIONS
+from edge_deeplab.errors import DataError, ModelFileError, OptionError, UserError
 from edge_deeplab.io_utils import write_json_atomic
 
-QUANTS = ("fp32", "fp16", "int8", "int8_qat")  # int8: post-training (calibrated); int8_qat: of the QAT model
 LIST_KEYS = ("os", "decoder", "quant", "size")
 CACHE_FILE = "sweep.json"
 CACHE_VERSION = 1
@@ -105,17 +106,17 @@ def parse_spec(text: str) -> SweepSpec:
         try:
             raw = json.loads(path.read_text())
         except OSError as e:
-            raise UserError(f"{path}: cannot read the sweep spec ({e.strerror or e})") from None
+            raise DataError(f"{path}: cannot read the sweep spec ({e.strerror or e})") from None
         except ValueError as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
+            raise DataError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(raw, dict):
-            raise UserError(f"{path}: a sweep spec is a JSON object")
+            raise DataError(f"{path}: a sweep spec is a JSON object")
         return _spec_from_dict(raw, str(path), base_dir=str(path.parent))
     raw = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"sweep spec: expected key=value items separated by ';', got {item!r}")
+            raise DataError(f"sweep spec: expected key=value items separated by ';', got {item!r}")
         values = [v.strip() for v in value.split(",")]
         raw[key.strip()] = values if key.strip() in LIST_KEYS else value.strip()
     return _spec_from_dict(raw, "sweep spec")
@@ -125,9 +126,9 @@ def _spec_from_dict(raw: dict, where: str, base_dir=".") -> SweepSpec:
     known = {f.name for f in dataclasses.fields(SweepSpec)} - {"base_dir"}
     unknown = sorted(set(raw) - known - {"_comment", "name"})
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+        raise OptionError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
     if not raw.get("source"):
-        raise UserError(f"{where}: 'source' is required (an official .tflite to import, a .keras model, "
+        raise OptionError(f"{where}: 'source' is required (an official .tflite to import, a .keras model, "
                         "or preset:NAME)")
 
     def listed(source, key, convert, allowed=None):
@@ -138,11 +139,11 @@ def _spec_from_dict(raw: dict, where: str, base_dir=".") -> SweepSpec:
         try:
             out = tuple(convert(v) for v in values)
         except (TypeError, ValueError):
-            raise UserError(f"{where}: bad {key} value in {values!r}") from None
+            raise OptionError(f"{where}: bad {key} value in {values!r}") from None
         if not out or (allowed and any(v not in allowed for v in out)):
-            raise UserError(f"{where}: {key} must be among {', '.join(map(str, allowed))}; got {values!r}")
+            raise OptionError(f"{where}: {key} must be among {', '.join(map(str, allowed))}; got {values!r}")
         if len(set(out)) != len(out):
-            raise UserError(f"{where}: {key} lists a value twice: {values!r}")
+            raise OptionError(f"{where}: {key} lists a value twice: {values!r}")
         return out
 
     def size(v):
@@ -159,13 +160,13 @@ def _spec_from_dict(raw: dict, where: str, base_dir=".") -> SweepSpec:
 
     def cross(source):
         fields = {"os": listed(source, "os", int, (8, 16, 32)), "decoder": listed(source, "decoder", flag),
-                  "quant": listed(source, "quant", str, QUANTS), "size": listed(source, "size", size)}
+                  "quant": listed(source, "quant", str, SWEEP_QUANTIZATIONS), "size": listed(source, "size", size)}
         return {k: v for k, v in fields.items() if v is not None}
 
     fields = cross(raw)
     grids = raw.get("grids") or []
     if not isinstance(grids, list) or not all(isinstance(g, dict) and set(g) <= set(LIST_KEYS) for g in grids):
-        raise UserError(f"{where}: 'grids' must be a list of objects with keys among {', '.join(LIST_KEYS)}")
+        raise OptionError(f"{where}: 'grids' must be a list of objects with keys among {', '.join(LIST_KEYS)}")
     if grids:
         fields["grids"] = tuple(cross(g) for g in grids)
     extra = {k: raw[k] for k in ("decoder_source", "qat_source", "decoder_qat_source", "calibration") if raw.get(k)}
@@ -186,14 +187,14 @@ class SweepCache:
             try:
                 data = json.loads(self.path.read_text())
             except ValueError as e:
-                raise UserError(f"{self.path}: damaged sweep cache ({e}); delete it to start over") from None
+                raise DataError(f"{self.path}: damaged sweep cache ({e}); delete it to start over") from None
             if data.get("version") == CACHE_VERSION:
                 self.data = data
 
     def variant(self, key: str, source_id: str) -> dict | None:
         """The cached conversion of a variant, if it is there intact: the .tflite its report describes
         (a damaged or half-written file is converted again)."""
-        from edge_deeplab.tflite_report import read_report
+        from edge_deeplab.tflite.report import read_report
 
         entry = self.data["variants"].get(key)
         if not entry or entry.get("source_id") != source_id:
@@ -235,7 +236,7 @@ class Sources:
         if variant.quant == "int8_qat":
             name = self.spec.decoder_qat_source if decoder else self.spec.qat_source
             if not name:
-                raise UserError(f"{variant.key}: int8_qat variants need the QAT model of their source in the spec "
+                raise OptionError(f"{variant.key}: int8_qat variants need the QAT model of their source in the spec "
                                 f"({'decoder_qat_source' if decoder else 'qat_source'})")
             return name
         return self.spec.decoder_source if decoder else self.spec.source
@@ -251,7 +252,7 @@ class Sources:
 
             return get_preset(self.spec.source.split(":", 1)[1])["config"].input_size
         if self.spec.source.endswith(".tflite"):
-            from edge_deeplab.importer import read_official_tflite
+            from edge_deeplab.model.importer import read_official_tflite
 
             return read_official_tflite(self.spec.path(self.spec.source)).config.input_size
         return self.load(self.spec.source)[0].deeplab_config.input_size
@@ -260,21 +261,20 @@ class Sources:
         """(model, trained) for a source name."""
         if name not in self._models:
             if name.startswith("preset:"):
-                from edge_deeplab.model.deeplab import build_deeplab
-                from edge_deeplab.presets import get_preset
+                from edge_deeplab.export.convert import preset_model
 
-                self._models[name] = (build_deeplab(get_preset(name.split(":", 1)[1])["config"]), False)
+                self._models[name] = preset_model(name.split(":", 1)[1])
             else:
                 path = self.spec.path(name)
                 if not path.is_file():
-                    raise UserError(f"{path}: sweep source not found")
+                    raise ModelFileError(f"{path}: sweep source not found")
                 if path.suffix == ".tflite":
-                    from edge_deeplab.importer import import_tflite
+                    from edge_deeplab.model.importer import import_tflite
 
                     self._models[name] = (import_tflite(path)[0], True)
                 else:
                     from edge_deeplab.model.deeplab import model_config
-                    from edge_deeplab.qat import load_any_model
+                    from edge_deeplab.train.qat import load_any_model
 
                     model = load_any_model(path)  # float .keras, or a QAT .h5
                     model_config(model)  # a DeepLab model built by this project, or a clear error
@@ -283,15 +283,20 @@ class Sources:
 
     def model_for(self, variant: Variant):
         """(Keras model of the variant, note); the note says what is untrained (latency only)."""
-        from edge_deeplab.model.deeplab import adapt, is_qat_model, model_config, rebuild
+        from edge_deeplab.model.deeplab import (
+            adapt,
+            is_qat_model,
+            model_config,
+            rebuild,
+        )
 
         base, trained = self.load(self.source_name(variant))
         config = model_config(base)
         if variant.quant == "int8_qat":
-            from edge_deeplab.qat import rebuild_qat
+            from edge_deeplab.train.qat import rebuild_qat
 
             if not is_qat_model(base) or config.decoder != variant.decoder:
-                raise UserError(f"{self.source_name(variant)}: not the QAT model of a "
+                raise ModelFileError(f"{self.source_name(variant)}: not the QAT model of a "
                                 f"{'decoder' if variant.decoder else 'no-decoder'} variant")
             return rebuild_qat(base, output_stride=variant.output_stride, input_size=variant.size), ""
         if config.decoder == variant.decoder:
@@ -307,9 +312,9 @@ class Sources:
 
 def convert_variant(model, path: Path, quant: str, calibration: Path | None, calibration_images: int):
     """Convert a Keras model to ``path`` (logits head, metadata) at the variant's quantization."""
-    from edge_deeplab.convert import convert
+    from edge_deeplab.export.convert import convert
 
-    quantize = {"fp32": "none", "fp16": "fp16", "int8": "int8", "int8_qat": "int8"}[quant]
+    quantize = "int8" if quant == "int8_qat" else quant  # a QAT model converts as int8 with its own ranges
     extra = dict(calibration=str(calibration), num_calibration=calibration_images) if quant == "int8" else {}
     convert(model, path, quantize=quantize, progress=False, **extra)
 
@@ -319,8 +324,8 @@ def calibration_folder(spec: SweepSpec, data=None) -> Path:
     if spec.calibration:
         return spec.path(spec.calibration)
     if data is None:
-        raise UserError("int8 variants need calibration images: give 'calibration' in the spec or --data")
-    from edge_deeplab.datasets import open_dataset
+        raise OptionError("int8 variants need calibration images: give 'calibration' in the spec or --data")
+    from edge_deeplab.data.datasets import open_dataset
 
     return Path(open_dataset(data.root, data.format).pairs[0][0]).parent
 
@@ -398,7 +403,7 @@ def run_sweep(spec: SweepSpec, work_dir, models=(), baselines=(), device="host",
 
 def _cached_miou(cache: SweepCache, path, data, threads, progress) -> dict:
     """mIOU of the model at ``path`` on ``data``, measured once per (file, dataset settings)."""
-    from edge_deeplab.runtime import default_num_threads
+    from edge_deeplab.runtime.interpreter import default_num_threads
 
     key = fingerprint(file_id(path), dataclasses.asdict(data))
     accuracy = cache.data.setdefault("accuracy", {})

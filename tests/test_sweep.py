@@ -3,9 +3,12 @@ import json
 
 import pytest
 
-from edge_deeplab.bench import host, sweep
+from edge_deeplab.bench import host
+from edge_deeplab.export import sweep
 from edge_deeplab.bench.run import DataSpec
 from edge_deeplab.errors import UserError
+
+pytestmark = pytest.mark.slow  # builds and converts sweep variants
 
 
 def test_inline_spec():
@@ -130,7 +133,7 @@ def test_tiny_sweep_resumes_where_it_stopped(shared, tmp_path, monkeypatch):
     monkeypatch.setattr(host, "bench_host", real_bench)
     sweep.run_sweep(spec, work, **settings)
     assert converted == [model]
-    from edge_deeplab.tflite_report import read_report
+    from edge_deeplab.tflite.report import read_report
 
     assert read_report(model)["sha256"]
 

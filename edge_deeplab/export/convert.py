@@ -17,7 +17,7 @@ model without one, or, for weights imported from an official quantization-aware 
 model's own activation ranges and weight scales (``quantization_from``; no calibration set either).
 ``float_stem`` keeps the 3-channel stem conv in float32, for x86 CPUs without VNNI.
 Every conversion is checked (no SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND), gets TFLite metadata (labels,
-normalization, name, version) and a report saved beside it (tflite_report). Importing this module
+normalization, name, version) and a report saved beside it (export.report). Importing this module
 imports TensorFlow.
 """
 from __future__ import annotations
@@ -30,23 +30,27 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edge_deeplab.config import OUTPUT_STRIDES
-from edge_deeplab.errors import UserError
+from edge_deeplab.choices import (
+    DEFAULT_CALIBRATION_IMAGES,
+    HEADS,
+    IO_TYPES,
+    OUTPUT_STRIDES,
+    QUANTIZATIONS,
+    check_choice,
+)
+from edge_deeplab.errors import DataError, ModelFileError, OptionError, UserError
 from edge_deeplab.io_utils import require_file
+from edge_deeplab.log import note, warn
 from edge_deeplab.model.deeplab import is_qat_model
 
-QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
-IO_TYPES = ("float", "uint8", "int8")
-OUTPUTS = ("logits", "labels")
 FORBIDDEN_OPS = ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
-DEFAULT_CALIBRATION_IMAGES = 100
 
 
 @dataclasses.dataclass
 class ConvertOptions:
-    quantize: str = "none"
+    quantize: str = "fp32"  # one of choices.QUANTIZATIONS
     io: str = "float"  # input (and quantized logits output) type of an int8 model
-    output: str = "logits"
+    head: str = "logits"  # logits: [1, H, W, classes] scores; labels: [1, H, W] class ids
     argmax_stride: int = 1  # labels only: take the argmax at 1/argmax_stride of the input resolution
     output_stride: int | None = None  # rebuild the Keras model (float or QAT) at this output stride first
     calibration: str | None = None  # folder of images for int8 post-training quantization
@@ -65,54 +69,48 @@ class ConvertOptions:
 
     def validate(self):
         """Checks that need no model (run before loading one)."""
-        _choice("quantize", self.quantize, QUANTIZE_MODES)
-        _choice("io", self.io, IO_TYPES)
-        _choice("output", self.output, OUTPUTS)
+        check_choice("quantize", self.quantize, QUANTIZATIONS)
+        check_choice("io", self.io, IO_TYPES)
+        check_choice("head", self.head, HEADS)
         if self.argmax_stride < 1:
-            raise UserError(f"argmax stride must be >= 1, got {self.argmax_stride}")
-        if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES:
-            raise UserError(f"output stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
-        if self.argmax_stride > 1 and self.output != "labels":
-            raise UserError("--argmax-stride applies to --output labels only")
+            raise OptionError(f"argmax stride must be >= 1, got {self.argmax_stride}")
+        if self.output_stride is not None:
+            check_choice("output stride", self.output_stride, OUTPUT_STRIDES)
+        if self.argmax_stride > 1 and self.head != "labels":
+            raise OptionError("--argmax-stride applies to --head labels only")
         if self.io != "float" and self.quantize != "int8":
-            raise UserError(f"--io {self.io} needs --quantize int8 (only a full-integer model has integer I/O)")
+            raise OptionError(f"--io {self.io} needs --quantize int8 (only a full-integer model has integer I/O)")
         if self.float_stem and (self.quantize != "int8" or self.io != "float"):
-            raise UserError("--float-stem goes with --quantize int8 --io float (the stem conv reads the float image)")
+            raise OptionError("--float-stem goes with --quantize int8 --io float (the stem conv reads the float image)")
         if self.calibration and self.synthetic_calibration:
-            raise UserError("give either --calibration DIR or --synthetic-calibration, not both")
+            raise OptionError("give either --calibration DIR or --synthetic-calibration, not both")
         if self.quantization_from:
             if self.quantize != "int8":
-                raise UserError("--quantization-from goes with --quantize int8")
+                raise OptionError("--quantization-from goes with --quantize int8")
             if self.calibration or self.synthetic_calibration or self.float_stem:
-                raise UserError("--quantization-from takes the official model's ranges: no calibration images, "
+                raise OptionError("--quantization-from takes the official model's ranges: no calibration images, "
                                 "no --float-stem")
             if not Path(self.quantization_from).is_file():
-                raise UserError(f"{self.quantization_from}: model file not found")
+                raise ModelFileError(f"{self.quantization_from}: model file not found")
         for folder in (self.calibration, self.samples):
             if folder and not Path(folder).is_dir():
-                raise UserError(f"{folder}: image folder not found")
+                raise DataError(f"{folder}: image folder not found")
 
     def validate_for(self, qat: bool):
         """Checks that depend on the model: a QAT model has its ranges, a float one needs calibration."""
         if qat and self.quantize != "int8":
-            raise UserError("a quantization-aware (QAT) model converts with --quantize int8 only")
+            raise OptionError("a quantization-aware (QAT) model converts with --quantize int8 only")
         if qat and self.quantization_from:
-            raise UserError("a QAT model carries its own quantization; --quantization-from is for float models")
+            raise OptionError("a QAT model carries its own quantization; --quantization-from is for float models")
         if qat and self.float_stem:
-            raise UserError("--float-stem is for post-training int8; a QAT model converts as trained")
+            raise OptionError("--float-stem is for post-training int8; a QAT model converts as trained")
         if qat and (self.calibration or self.synthetic_calibration):
-            print("note: a QAT model carries its quantization ranges; the calibration images are not used",
-                  file=sys.stderr)
+            note("a QAT model carries its quantization ranges; the calibration images are not used")
         if self.quantize == "int8" and not qat and not (self.calibration or self.synthetic_calibration
                                                          or self.quantization_from):
-            raise UserError("--quantize int8 of a float model needs calibration images: --calibration DIR, or "
+            raise OptionError("--quantize int8 of a float model needs calibration images: --calibration DIR, or "
                             "--quantization-from OFFICIAL.tflite for weights imported from an official quantized "
                             "model (or --synthetic-calibration for speed measurements only)")
-
-
-def _choice(what, value, allowed):
-    if value not in allowed:
-        raise UserError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
 
 
 @dataclasses.dataclass
@@ -126,51 +124,52 @@ class ConversionResult:
 def load_source(source):
     """A Keras model from a model object, a .keras / .h5 file (float or QAT) or a preset name.
 
-    A preset with official weights is imported from its official TFLite file; any other preset is
-    built with random weights (a warning says so: such a model is only good for speed measurements).
+    A preset is what preset_model gives (official weights where it has them, else random ones).
     """
     if hasattr(source, "layers"):
         return source
     path = Path(source)
     if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a model file")
+        raise ModelFileError(f"{path}: is a folder, not a model file")
     if path.suffix in (".keras", ".h5"):
         require_file(path)
-        from edge_deeplab.qat import load_any_model
+        from edge_deeplab.train.qat import load_any_model
 
         return load_any_model(path)
     if path.suffix == ".tflite":
-        raise UserError(f"{path}: already a .tflite; convert a Keras model (`edge-deeplab import` reads "
+        raise ModelFileError(f"{path}: already a .tflite; convert a Keras model (`edge-deeplab import` reads "
                         "official .tflite models into one)")
     if path.exists() or path.suffix:
-        raise UserError(f"{path}: not a .keras / .h5 model")
-    return _preset_model(str(source))
+        raise ModelFileError(f"{path}: not a .keras / .h5 model")
+    return preset_model(str(source))[0]
 
 
-def _preset_model(name):
+def preset_model(name):
+    """(the preset's Keras model, whether it is trained): imported from its official TFLite file where
+    the preset has official weights, else built with random weights (a warning says so: such a model is
+    good for speed measurements only)."""
     from edge_deeplab.model.deeplab import build_deeplab, rebuild
     from edge_deeplab.presets import get_preset, official_weights_file
 
     preset = get_preset(name)  # UserError for an unknown name
     config = preset["config"]
     if not preset["weights"]:
-        print(f"warning: preset {name} has no official weights; converting random weights "
-              "(good for speed measurements only)", file=sys.stderr)
-        return build_deeplab(config)
-    from edge_deeplab.importer import import_official
+        warn(f"preset {name} has no official weights; converting random weights (good for speed measurements only)")
+        return build_deeplab(config), False
+    from edge_deeplab.model.importer import import_official
 
     model = import_official(official_weights_file(name), verification=False).model
     if model.deeplab_config.input_size != config.input_size or \
             model.deeplab_config.output_stride != config.output_stride:
         model = rebuild(model, input_size=config.input_size, output_stride=config.output_stride)
-    return model
+    return model, True
 
 
 def with_source_quantization(model, official_path):
     """The QAT version of ``model`` (weights imported from the official quantized model at
     ``official_path``) carrying that model's activation ranges and weight scales: ready for int8 export."""
-    from edge_deeplab.importer import read_quantization
-    from edge_deeplab.qat import apply_source_quantization, quantize_deeplab
+    from edge_deeplab.model.importer import read_quantization
+    from edge_deeplab.train.qat import apply_source_quantization, quantize_deeplab
 
     quantization = read_quantization(model, official_path)
     qat_model = quantize_deeplab(model)
@@ -183,7 +182,7 @@ def at_output_stride(model, output_stride: int):
     from edge_deeplab.model.deeplab import rebuild
 
     if is_qat_model(model):
-        from edge_deeplab.qat import rebuild_qat
+        from edge_deeplab.train.qat import rebuild_qat
 
         return rebuild_qat(model, output_stride=int(output_stride))
     return rebuild(model, output_stride=int(output_stride))
@@ -196,7 +195,7 @@ def logits_layer(model, source=None):
             return model.get_layer(name)
         except ValueError:
             continue
-    raise UserError(f"{source or f'model {model.name!r}'}: no 'logits' layer (was it built by edge-deeplab?)")
+    raise ModelFileError(f"{source or f'model {model.name!r}'}: no 'logits' layer (was it built by edge-deeplab?)")
 
 
 def argmax_size(input_size, stride):
@@ -204,12 +203,12 @@ def argmax_size(input_size, stride):
     return tuple((s - 1 + stride - 1) // stride + 1 for s in input_size)
 
 
-def export_model(model, output="logits", argmax_stride=1):
+def export_model(model, head="logits", argmax_stride=1):
     """``model`` up to its logits layer, followed by the chosen head (a new Keras model, same weights)."""
-    _choice("output", output, OUTPUTS)
+    check_choice("head", head, HEADS)
     h, w = model.input_shape[1:3]
     logits = logits_layer(model).output
-    head = SegmentationHead(output, (h, w), argmax_size((h, w), argmax_stride), name=f"{output}_head")
+    head = SegmentationHead(head, (h, w), argmax_size((h, w), argmax_stride), name=f"{head}_head")
     return keras.Model(model.input, head(logits), name=model.name)
 
 
@@ -258,15 +257,15 @@ def _resize_bilinear(x, size):
 # ------------------------------------------------------------------------------------- images
 def model_input(image_rgb, input_size, resize="letterbox"):
     """An RGB uint8 image fitted to the model input as the runtime does it, normalized: [1, H, W, 3] float32."""
-    from edge_deeplab.runtime import normalized_input
+    from edge_deeplab.runtime.interpreter import normalized_input
 
     return normalized_input(image_rgb, input_size, resize)[0]
 
 
 def calibration_images(options: ConvertOptions, input_size):
     """RGB images for post-training calibration: real ones from a folder, or explicit synthetic ones."""
-    from edge_deeplab.images import read_images
-    from edge_deeplab.importer import synthetic_images
+    from edge_deeplab.data.images import read_images
+    from edge_deeplab.model.importer import synthetic_images
 
     if options.synthetic_calibration:
         return synthetic_images(options.num_calibration, input_size), "synthetic"
@@ -311,7 +310,7 @@ def tflite_bytes(export, options: ConvertOptions, qat=False, calibration=None, p
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io = {"float": tf.float32, "uint8": tf.uint8, "int8": tf.int8}[options.io]
         converter.inference_input_type = io
-        if options.output == "logits":  # class ids stay int32
+        if options.head == "logits":  # class ids stay int32
             converter.inference_output_type = io
     return _run(converter.convert)
 
@@ -322,7 +321,7 @@ def _run(conversion):
     except UserError:
         raise
     except Exception as e:  # ConverterError and friends: a long MLIR dump; its first line says what failed
-        raise UserError(f"TFLite conversion failed: {_first_line(e)}") from None
+        raise ModelFileError(f"TFLite conversion failed: {_first_line(e)}") from None
 
 
 def _int8_with_float_stem(converter, dataset) -> bytes:
@@ -332,13 +331,13 @@ def _int8_with_float_stem(converter, dataset) -> bytes:
     are padded to 8 and it costs ~3x its float32 version (benchmarks/convert_speed.md); in float it is 2%
     of the multiply-adds. TFLite's quantization debugger quantizes everything else from one calibration.
     """
-    from edge_deeplab.tflite_report import Graph
+    from edge_deeplab.tflite.graph import TFLiteGraph
 
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
-    graph = Graph(debugger.calibrated_model)
+    graph = TFLiteGraph(debugger.calibrated_model)
     stem = next((op for op in graph.ops if op["op"] == "CONV_2D" and op["inputs"][0] in graph.inputs), None)
     if stem is None:
-        raise UserError("--float-stem: the model has no convolution on its input image")
+        raise OptionError("--float-stem: the model has no convolution on its input image")
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=[graph.tensors[stem["outputs"][0]]["name"]])
     return debugger.get_nondebug_quantized_model()
@@ -357,7 +356,7 @@ def model_class_names(model) -> tuple:
 
 def default_labels(num_classes):
     if num_classes == 21:
-        from edge_deeplab.datasets import VOC_CLASSES
+        from edge_deeplab.data.datasets import VOC_CLASSES
 
         return list(VOC_CLASSES)
     return [f"class_{i}" for i in range(num_classes)]
@@ -371,10 +370,10 @@ def describe(model, options: ConvertOptions, qat=False) -> str:
         backbone = (f"MobileNetV2 depth {config.depth_multiplier:g}" if config.backbone == "mobilenetv2"
                     else config.backbone)
         arch = f"DeepLab {backbone}, output stride {config.output_stride}" + (", decoder" if config.decoder else "")
-    quant = {"none": "float32", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
+    quant = {"fp32": "float32", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
              "int8": f"full int8 ({_int8_origin(options, qat)}), {options.io} input"
                      + (", float32 stem conv" if options.float_stem else "")}
-    head = "per-class logits" if options.output == "logits" else (
+    head = "per-class logits" if options.head == "logits" else (
         "class ids" + (f" (argmax at 1/{options.argmax_stride} resolution)" if options.argmax_stride > 1 else ""))
     return f"{arch}, {h}x{w}; {quant[options.quantize]}; output: {head}. Made by edge-deeplab."
 
@@ -391,15 +390,48 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
     Writes the .tflite (with metadata) and its report (``<name>.report.json``) atomically; returns both.
     Keyword overrides set ConvertOptions fields, e.g. ``convert("m.keras", "m.tflite", quantize="fp16")``.
     """
-    from edge_deeplab import tflite_report
+    from edge_deeplab.export.report import build_report
     from edge_deeplab.io_utils import write_bytes_atomic
-    from edge_deeplab.metadata import SegmenterMetadata, with_segmenter_metadata
+    from edge_deeplab.tflite.report import save_report
 
     options = dataclasses.replace(options or ConvertOptions(), **overrides)
     output_path = Path(output_path)
     if output_path.suffix != ".tflite":
-        raise UserError(f"{output_path}: the converted model is written as a .tflite file")
+        raise OptionError(f"{output_path}: the converted model is written as a .tflite file")
     options.validate()
+    model, keras_model, qat = _model_to_convert(source, options)
+    labels = _class_names(model, keras_model, options)
+    export = export_model(model, options.head, options.argmax_stride)
+    input_size = tuple(export.input_shape[1:3])
+    calibration, calibration_source = (calibration_images(options, input_size)
+                                       if options.quantize == "int8" and not qat else (None, None))
+    content = tflite_bytes(export, options, qat, calibration, progress)
+    _check_graph(content, options, output_path.name)
+    if options.metadata:
+        content = _with_metadata(content, model, labels, options, qat)
+
+    samples, sample_source = _sample_images(options, calibration, calibration_source, input_size)
+    compared = export if keras_model is model else export_model(keras_model, options.head, options.argmax_stride)
+    report = build_report(
+        output_path, keras_model=compared,
+        sample_inputs=[model_input(im, input_size, options.resize) for im in samples],
+        sample_source=sample_source, num_threads=options.num_threads,
+        conversion={"source": str(source) if not hasattr(source, "layers") else model.name,
+                    "quantize": options.quantize, "io": options.io, "head": options.head,
+                    "argmax_stride": options.argmax_stride, "float_stem": options.float_stem, "qat": qat,
+                    "quantization_from": options.quantization_from,
+                    "calibration": None if calibration is None else {"images": len(calibration),
+                                                                     "source": calibration_source},
+                    "labels": labels}, content=content)
+    # the report first (it holds the model's SHA-256), then the model: interrupted in between, the report
+    # does not match the file beside it and edge_deeplab.tflite.report.read_report says so
+    report_path = save_report(report, output_path)
+    write_bytes_atomic(output_path, content)
+    return ConversionResult(output_path, report_path, report)
+
+
+def _model_to_convert(source, options: ConvertOptions):
+    """(the model to convert, the Keras model the report compares with, whether it converts as QAT)."""
     model = load_source(source)
     logits_layer(model, source=None if hasattr(source, "layers") else source)  # what this converts, checked first
     if options.output_stride:
@@ -409,61 +441,51 @@ def convert(source, output_path, options: ConvertOptions | None = None, progress
     keras_model = model  # what the report compares the .tflite with: the float model, or the QAT one as trained
     if options.quantization_from:
         model, qat = with_source_quantization(model, options.quantization_from), True
+    return model, keras_model, qat
+
+
+def _class_names(model, keras_model, options: ConvertOptions) -> list:
     num_classes = int(model.output_shape[-1])
     labels = list(options.labels or model_class_names(keras_model) or default_labels(num_classes))
     if len(labels) != num_classes:
-        raise UserError(f"{len(labels)} labels for a model with {num_classes} classes")
+        raise OptionError(f"{len(labels)} labels for a model with {num_classes} classes")
+    return labels
 
-    export = export_model(model, options.output, options.argmax_stride)
-    input_size = tuple(export.input_shape[1:3])
-    calibration, calibration_source = (calibration_images(options, input_size)
-                                       if options.quantize == "int8" and not qat else (None, None))
-    content = tflite_bytes(export, options, qat, calibration, progress)
 
-    graph = tflite_report.Graph(content, output_path.name)
+def _check_graph(content: bytes, options: ConvertOptions, name: str):
+    """Refuse ops no delegate runs; for int8, an untrained input range; warn of float ops left inside."""
+    from edge_deeplab.tflite.graph import TFLiteGraph
+    from edge_deeplab.tflite.report import check_input_scale
+
+    graph = TFLiteGraph(content, name)
     bad = sorted(set(graph.op_counts()) & set(FORBIDDEN_OPS))
     if bad:
-        raise UserError(f"the converted model holds {', '.join(bad)} (slow, not run by XNNPACK or GPU delegates); "
-                        "export with a fixed input shape and batch 1")
+        raise ModelFileError(f"the converted model holds {', '.join(bad)} (slow, not run by XNNPACK or GPU "
+                             "delegates); export with a fixed input shape and batch 1")
     if options.quantize == "int8":
-        tflite_report.check_input_scale(graph, source=output_path.name)
+        check_input_scale(graph, source=name)
         inner = graph.float_ops()[1]
         if options.float_stem:  # asked for: the stem conv and the QUANTIZE after it
             inner.remove("CONV_2D")
             inner.remove("QUANTIZE")
         if inner:  # the converter keeps an op in float when it has no int8 kernel for it
-            print(f"warning: float ops left inside the int8 model: {', '.join(inner)}", file=sys.stderr)
-    if options.metadata:
-        io_dtype = "float32" if options.io == "float" else options.io
-        meta = SegmenterMetadata(name=options.name or model.name, labels=labels, version=options.version,
-                                 description=describe(model, options, qat), input_dtype=io_dtype,
-                                 output_kind=options.output)
-        content = with_segmenter_metadata(content, meta)
+            warn(f"float ops left inside the int8 model: {', '.join(inner)}")
 
-    samples, sample_source = _sample_images(options, calibration, calibration_source, input_size)
-    compared = export if keras_model is model else export_model(keras_model, options.output, options.argmax_stride)
-    report = tflite_report.build_report(
-        output_path, keras_model=compared,
-        sample_inputs=[model_input(im, input_size, options.resize) for im in samples],
-        sample_source=sample_source, num_threads=options.num_threads,
-        conversion={"source": str(source) if not hasattr(source, "layers") else model.name,
-                    "quantize": options.quantize, "io": options.io, "output": options.output,
-                    "argmax_stride": options.argmax_stride, "float_stem": options.float_stem, "qat": qat,
-                    "quantization_from": options.quantization_from,
-                    "calibration": None if calibration is None else {"images": len(calibration),
-                                                                     "source": calibration_source},
-                    "labels": labels}, content=content)
-    # the report first (it holds the model's SHA-256), then the model: interrupted in between, the report
-    # does not match the file beside it and tflite_report.read_report says so
-    report_path = tflite_report.save_report(report, output_path)
-    write_bytes_atomic(output_path, content)
-    return ConversionResult(output_path, report_path, report)
+
+def _with_metadata(content: bytes, model, labels, options: ConvertOptions, qat) -> bytes:
+    from edge_deeplab.tflite.metadata import SegmenterMetadata, with_segmenter_metadata
+
+    io_dtype = "float32" if options.io == "float" else options.io
+    meta = SegmenterMetadata(name=options.name or model.name, labels=labels, version=options.version,
+                             description=describe(model, options, qat), input_dtype=io_dtype,
+                             output_kind=options.head)
+    return with_segmenter_metadata(content, meta)
 
 
 def _sample_images(options, calibration, calibration_source, input_size):
     """Images to compare the .tflite with Keras on: --samples, else the calibration images, else synthetic."""
-    from edge_deeplab.images import read_images
-    from edge_deeplab.importer import synthetic_images
+    from edge_deeplab.data.images import read_images
+    from edge_deeplab.model.importer import synthetic_images
 
     if options.samples:
         return read_images(options.samples, options.num_samples, "to compare with"), str(options.samples)

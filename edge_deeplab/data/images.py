@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -27,18 +27,18 @@ def list_images(folder) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
 
 
-def read_image(path, rgb=False, flags=cv2.IMREAD_COLOR) -> np.ndarray:
-    """The image at ``path`` (BGR as OpenCV gives it, or RGB); a UserError naming the file when it is
-    missing, truncated or not an image."""
+def read_image(path, rgb=False, flags=cv2.IMREAD_COLOR, what="image") -> np.ndarray:
+    """The image at ``path`` (BGR as OpenCV gives it, or RGB); one line naming the file (and ``what`` it
+    is: an image, a mask) when it is missing, truncated or not an image. The one image reader."""
     try:
         data = np.fromfile(str(path), np.uint8)
     except OSError as e:
-        raise UserError(f"{path}: cannot read image ({e.strerror or e})") from None
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
     if data.size >= 2 and data[0] == 0xFF and data[1] == 0xD8 and not jpeg_is_complete(data.tobytes()):
-        raise UserError(f"{path}: truncated JPEG (the data ends before its end-of-image marker)")
+        raise DataError(f"{path}: truncated JPEG (the data ends before its end-of-image marker)")
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
-        raise UserError(f"{path}: cannot read image (missing, truncated or not an image)")
+        raise DataError(f"{path}: cannot read {what} (missing, truncated or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb and image.ndim == 3 else image
 
 
@@ -79,10 +79,10 @@ def read_images(folder, limit=8, purpose="to verify the import with"):
     """Up to ``limit`` RGB images from ``folder``, evenly spread over its sorted image files."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: image folder not found")
+        raise DataError(f"{folder}: image folder not found")
     paths = list_images(folder)
     if not paths:
-        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) {purpose}")
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) {purpose}")
     if len(paths) > limit:
         paths = [paths[i * len(paths) // limit] for i in range(limit)]
     return [read_image(p, rgb=True) for p in paths]

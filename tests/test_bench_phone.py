@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import tiny_tflite
-from edge_deeplab.bench.android import parse_benchmark_output
+from edge_deeplab.bench.phone import parse_benchmark_output
 from edge_deeplab.cli import main
 
 # Current builds: INFO: prefix, percentiles, peak memory via periodic monitoring.
@@ -243,7 +243,7 @@ def test_bench_on_the_phone(phone, capsys, name, stream):
     phone.answer(text, stream)
     out = phone.dir / "out.json"
     code, stdout, stderr = run_cli(["bench", str(phone.model), "--device", "pixel", "--delegate", "gpu",
-                                    "--threads", "1,4", "--runs", "20", "--warmup", "3", "--json", str(out)], capsys)
+                                    "--threads", "1,4", "--runs", "20", "--warmup", "3", "--json-file", str(out)], capsys)
     assert code == 0, stderr
     results = json.loads(out.read_text())["results"]
     assert [r["threads"] for r in results] == [1, 4]

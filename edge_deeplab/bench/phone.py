@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from edge_deeplab.bench.record import BenchResult
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import OptionError, UserError
 
 BINARY_ENV = "EDGE_DEEPLAB_BENCHMARK_MODEL"  # path of the benchmark_model binary built for the phone
 ADB_ENV = "ADB"  # adb to use instead of the one on PATH
@@ -135,7 +135,7 @@ def find_benchmark_binary(path=None) -> Path:
     """The benchmark_model binary to push: ``path``, else $EDGE_DEEPLAB_BENCHMARK_MODEL."""
     given = path or os.environ.get(BINARY_ENV)
     if not given:
-        raise UserError(f"no benchmark_model binary: pass --benchmark-binary PATH or set {BINARY_ENV} (the "
+        raise OptionError(f"no benchmark_model binary: pass --benchmark-binary PATH or set {BINARY_ENV} (the "
                         "Android build of TFLite's benchmark_model, e.g. android_aarch64_benchmark_model from "
                         "the TensorFlow Lite performance tools)")
     binary = Path(given)
@@ -198,9 +198,9 @@ def pick_device(adb: str, device: str = ANY_PHONE) -> str:
     if not ready:
         waiting = [f"{serial} ({state})" for serial, state in devices]
         hint = f"; not ready: {', '.join(waiting)}" if waiting else ""
-        raise UserError(f"no Android device attached (adb devices lists none ready{hint})")
+        raise OptionError(f"no Android device attached (adb devices lists none ready{hint})")
     if len(ready) > 1:
-        raise UserError(f"{len(ready)} devices attached ({', '.join(ready)}): pass one serial as --device")
+        raise OptionError(f"{len(ready)} devices attached ({', '.join(ready)}): pass one serial as --device")
     return ready[0]
 
 
@@ -235,7 +235,7 @@ def bench_android(model_paths, device=ANY_PHONE, threads=(4,), delegate="xnnpack
     benchmark_model as they are (e.g. ``--gpu_precision_loss_allowed=false``).
     """
     if delegate not in DELEGATE_FLAGS:
-        raise UserError(f"delegate on Android must be one of {', '.join(DELEGATE_FLAGS)}, got {delegate!r}")
+        raise OptionError(f"delegate on Android must be one of {', '.join(DELEGATE_FLAGS)}, got {delegate!r}")
     paths = [Path(p) for p in model_paths]
     for p in paths:
         if not p.is_file():

@@ -23,9 +23,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import DataError, OptionError
 from edge_deeplab.io_utils import atomic_path
-from edge_deeplab.visualize import class_names, draw_legend, legend_entries, overlay, palette_for
+from edge_deeplab.runtime.visualize import (
+    class_names,
+    draw_legend,
+    legend_entries,
+    overlay,
+    palette_for,
+)
 
 WINDOW = "edge-deeplab"
 STALL_SECONDS = 10.0  # a live source that gives no frame for this long is treated as gone
@@ -50,14 +56,14 @@ def describe(source) -> str:
 def open_capture(source) -> cv2.VideoCapture:
     """An opened capture for a camera index, file or URL; UserError with the reason when it cannot open."""
     if not isinstance(source, int) and "://" not in source and not Path(source).is_file():
-        raise UserError(f"{source}: no such video file")
+        raise DataError(f"{source}: no such video file")
     with _quiet_opencv():  # OpenCV logs several warnings for a missing camera; we say it in one line
         capture = cv2.VideoCapture(source)
     if not capture.isOpened():
         if isinstance(source, int):
-            raise UserError(f"cannot open camera {source} (no such device, no permission, or in use by "
+            raise DataError(f"cannot open camera {source} (no such device, no permission, or in use by "
                             "another program); pass --source with another index, a video file or a URL")
-        raise UserError(f"{source}: cannot open video (not a video, unsupported codec, or unreachable stream)")
+        raise DataError(f"{source}: cannot open video (not a video, unsupported codec, or unreachable stream)")
     return capture
 
 
@@ -229,7 +235,7 @@ def _writer(path, fps, size):
     fourcc = FOURCC.get(Path(path).suffix.lower(), "mp4v")
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
-        raise UserError(f"{path}: cannot write video ({fourcc} at {size[0]}x{size[1]})")
+        raise DataError(f"{path}: cannot write video ({fourcc} at {size[0]}x{size[1]})")
     return writer
 
 
@@ -241,18 +247,15 @@ def run_video(model, source=0, output=None, display=True, max_frames=None, alpha
     """
     source = parse_source(source)
     if display and (problem := display_problem()):
-        raise UserError(f"cannot show video: {problem}; run with --no-display (and --output OUT.mp4 to keep "
-                        "the result)")
+        raise OptionError(f"cannot show video: {problem}; run with --no-display (and --output OUT.mp4 to keep "
+                          "the result)")
     capture = open_capture(source)
     live = is_live(source) if live is None else live
     source_fps = capture.get(cv2.CAP_PROP_FPS)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
     frames = LatestFrames(capture) if live else FileFrames(capture)
-    names = class_names(model.info.labels, model.info.num_classes)
-    palette = palette_for(names)
-    fps_out = source_fps if 1 <= source_fps <= 240 else 30.0
-    latencies, invokes = [], []
-    stopped_by, fps_shown = "end of file", 0.0
+    painter = _Painter(model, alpha, legend, stats)
+    loop = _Loop(max_frames)
 
     from tqdm import tqdm
 
@@ -262,52 +265,97 @@ def run_video(model, source=0, output=None, display=True, max_frames=None, alpha
         stack.callback(bar.close)
         if display:
             stack.callback(cv2.destroyAllWindows)
-        writer = None
-        start = last = time.perf_counter()
+        sink = _VideoFile(stack, output, source_fps if 1 <= source_fps <= 240 else 30.0)
         try:
-            while max_frames is None or len(latencies) < max_frames:
+            loop.run(model, frames, painter, sink, bar, display)
+        except KeyboardInterrupt:
+            loop.stopped_by = "interrupted"
+    if not loop.latencies:
+        raise DataError(f"{describe(source)}: no frame could be read"
+                        + (f" ({frames.ended})" if frames.ended else ""))
+    return loop.summary(describe(source), frames, output, model)
+
+
+class _Painter:
+    """A segmented frame as shown: the overlay, the class legend, the FPS / latency line."""
+
+    def __init__(self, model, alpha, legend, stats):
+        self.names = class_names(model.info.labels, model.info.num_classes)
+        self.palette = palette_for(self.names)
+        self.alpha, self.legend, self.stats = alpha, legend, stats
+
+    def draw(self, frame, result, fps):
+        shown = overlay(frame, result.mask, self.alpha, self.palette)
+        if self.legend:
+            draw_legend(shown, legend_entries(result.mask, self.names, min_share=0.01,
+                                              background=self.palette.background), palette=self.palette)
+        if self.stats:
+            draw_stats(shown, fps, result.latency_ms)
+        return shown
+
+
+class _VideoFile:
+    """The segmented video, opened (atomically) with the first frame's size; nothing when no output."""
+
+    def __init__(self, stack: contextlib.ExitStack, output, fps):
+        self.stack, self.output, self.fps, self.writer = stack, output, fps, None
+
+    def write(self, shown):
+        if not self.output:
+            return
+        if self.writer is None:
+            size = (shown.shape[1], shown.shape[0])
+            self.writer = _writer(self.stack.enter_context(atomic_path(self.output)), self.fps, size)
+            self.stack.callback(self.writer.release)
+        self.writer.write(shown)
+
+
+def _window_closed(shown) -> bool:
+    """Show a frame; True when the user quit (q, Esc, or the window closed)."""
+    cv2.imshow(WINDOW, shown)
+    key = cv2.waitKey(1) & 0xFF
+    return key in (ord("q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1
+
+
+class _Loop:
+    """Read, segment, draw, write, show, until the source ends, max_frames, or the user stops it."""
+
+    def __init__(self, max_frames):
+        self.max_frames, self.latencies, self.invokes = max_frames, [], []
+        self.stopped_by, self.fps_shown, self.start = "end of file", 0.0, time.perf_counter()
+        self.seconds = 0.0
+
+    def run(self, model, frames, painter, sink, bar, display):
+        self.start = last = time.perf_counter()
+        try:
+            while self.max_frames is None or len(self.latencies) < self.max_frames:
                 frame = frames.read()
                 if frame is None:
                     if frames.ended:
-                        stopped_by = "source ended"
-                    break
+                        self.stopped_by = "source ended"
+                    return
                 result = model.segment(frame)
-                latencies.append(result.latency_ms)
-                invokes.append(result.invoke_ms)
-                shown = overlay(frame, result.mask, alpha, palette)
-                if legend:
-                    draw_legend(shown, legend_entries(result.mask, names, min_share=0.01,
-                                                      background=palette.background), palette=palette)
+                self.latencies.append(result.latency_ms)
+                self.invokes.append(result.invoke_ms)
                 now = time.perf_counter()
                 rate = 1.0 / max(1e-6, now - last)  # frames per second of the whole loop, smoothed
-                fps_shown = rate if fps_shown == 0 else 0.9 * fps_shown + 0.1 * rate
+                self.fps_shown = rate if self.fps_shown == 0 else 0.9 * self.fps_shown + 0.1 * rate
                 last = now
-                if stats:
-                    draw_stats(shown, fps_shown, result.latency_ms)
-                if output:
-                    if writer is None:
-                        size = (shown.shape[1], shown.shape[0])
-                        writer = _writer(stack.enter_context(atomic_path(output)), fps_out, size)
-                        stack.callback(writer.release)
-                    writer.write(shown)
+                shown = painter.draw(frame, result, self.fps_shown)
+                sink.write(shown)
                 bar.update()
-                if display:
-                    cv2.imshow(WINDOW, shown)
-                    key = cv2.waitKey(1) & 0xFF
-                    if key in (ord("q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
-                        stopped_by = "user"
-                        break
-            else:
-                stopped_by = "max frames"
-        except KeyboardInterrupt:
-            stopped_by = "interrupted"
-        seconds = time.perf_counter() - start
-    if not latencies:
-        raise UserError(f"{describe(source)}: no frame could be read"
-                        + (f" ({frames.ended})" if frames.ended else ""))
-    return VideoSummary(
-        source=describe(source), frames=len(latencies), dropped=frames.dropped, seconds=round(seconds, 3),
-        fps=round(len(latencies) / seconds, 2) if seconds > 0 else 0.0,
-        latency_ms=_percentiles(latencies), invoke_ms=_percentiles(invokes),
-        output=str(output) if output else None, stopped_by=stopped_by, message=frames.ended,
-        threads=model.num_threads, model=model.info.name)
+                if display and _window_closed(shown):
+                    self.stopped_by = "user"
+                    return
+            self.stopped_by = "max frames"
+        finally:
+            self.seconds = time.perf_counter() - self.start
+
+    def summary(self, source_name, frames, output, model) -> VideoSummary:
+        n, seconds = len(self.latencies), self.seconds
+        return VideoSummary(
+            source=source_name, frames=n, dropped=frames.dropped, seconds=round(seconds, 3),
+            fps=round(n / seconds, 2) if seconds > 0 else 0.0,
+            latency_ms=_percentiles(self.latencies), invoke_ms=_percentiles(self.invokes),
+            output=str(output) if output else None, stopped_by=self.stopped_by, message=frames.ended,
+            threads=model.num_threads, model=model.info.name)

@@ -18,7 +18,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from edge_deeplab.config import DeepLabConfig
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import ModelFileError
 from edge_deeplab.io_utils import atomic_path
 from edge_deeplab.model.deeplab import load_model
 from edge_deeplab.model.layers import CUSTOM_OBJECTS, BilinearResize
@@ -207,7 +207,7 @@ def apply_source_quantization(qat_model: keras.Model, quantization, keep_others=
     if missing and not keep_others:
         hint = (" (a new classifier: quantization-aware training with --quantization-from calibrates it)"
                 if quantization.new_layers else "")
-        raise UserError(f"{quantization.path}: no quantization range for the model's {', '.join(missing)}{hint}")
+        raise ModelFileError(f"{quantization.path}: no quantization range for the model's {', '.join(missing)}{hint}")
     _fit_weight_ranges(qat_model)
     for layer, _, _, variables in _weight_quantizers(qat_model):
         scale = quantization.weight_scales.get(layer.layer.name)
@@ -224,7 +224,7 @@ def save_qat_model(model: keras.Model, path) -> Path:
     """Save a QAT model (atomically) as .h5, with its DeepLab config."""
     path = Path(path)
     if path.suffix != ".h5":
-        raise UserError(f"{path}: QAT models are saved as .h5 files (tfmot's layers do not load back from .keras)")
+        raise ModelFileError(f"{path}: QAT models are saved as .h5 files (tfmot's layers do not load back from .keras)")
     with atomic_path(path) as tmp:
         model.save(tmp, save_format="h5")
         config = getattr(model, "deeplab_config", None)

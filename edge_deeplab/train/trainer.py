@@ -28,16 +28,28 @@ import tensorflow as tf
 import tf_keras as keras
 from tqdm import tqdm
 
+from edge_deeplab.choices import OPTIMIZERS
 from edge_deeplab.config import DeepLabConfig
-from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_weights
-from edge_deeplab.distribute import (broadcast_from_first_replica, cluster_min, is_chief, make_strategy,
-                                     weights_fingerprint, worker_name)
-from edge_deeplab.errors import UserError
+from edge_deeplab.data.datasets import IGNORE_LABEL, SegmentationDataset, class_weights
+from edge_deeplab import errors
+from edge_deeplab.errors import DataError, ModelFileError, OptionError, UserError
 from edge_deeplab.io_utils import crash_point, write_json_atomic
 from edge_deeplab.model.deeplab import build_deeplab, model_config, save_model
-from edge_deeplab.pipeline import Augment, SampleSource, per_replica_batch, training_dataset
+from edge_deeplab.train.distribute import (
+    broadcast_from_first_replica,
+    cluster_min,
+    is_chief,
+    make_strategy,
+    weights_fingerprint,
+    worker_name,
+)
+from edge_deeplab.train.pipeline import (
+    Augment,
+    SampleSource,
+    per_replica_batch,
+    training_dataset,
+)
 
-OPTIMIZERS = ("sgd", "adam")
 CALIBRATION_BATCHES = 8  # batches that set the activation ranges a QAT run starts from
 BN_RECALIBRATION_BATCHES = 16  # batches that re-estimate batch-norm statistics before unfrozen training
 
@@ -76,16 +88,16 @@ class TrainConfig:
             object.__setattr__(self, "crop_size", tuple(int(s) for s in size))
         object.__setattr__(self, "label_map", {int(k): int(v) for k, v in (self.label_map or {}).items()})
         if self.epochs < 1 or self.batch_size < 1:
-            raise UserError(f"epochs and batch size must be at least 1 (got {self.epochs}, {self.batch_size})")
+            raise OptionError(f"epochs and batch size must be at least 1 (got {self.epochs}, {self.batch_size})")
         if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise OptionError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not 0 < self.min_scale <= self.max_scale:
-            raise UserError(f"scale range must satisfy 0 < min <= max, got {self.min_scale}..{self.max_scale}")
+            raise OptionError(f"scale range must satisfy 0 < min <= max, got {self.min_scale}..{self.max_scale}")
         if self.quantization_from is not None:
             if not self.qat:
-                raise UserError("--quantization-from goes with --qat")
+                raise OptionError("--quantization-from goes with --qat")
             if not Path(self.quantization_from).is_file():
-                raise UserError(f"{self.quantization_from}: model file not found")
+                raise ModelFileError(f"{self.quantization_from}: model file not found")
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -160,7 +172,7 @@ class Run:
             old = json.loads(self.settings.read_text())
             changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             if changed:
-                raise UserError(f"{self.dir} holds a run with other settings ({', '.join(changed)} differ); "
+                raise OptionError(f"{self.dir} holds a run with other settings ({', '.join(changed)} differ); "
                                 "use another --run-dir or the same settings to resume it")
         if self.chief:
             write_json_atomic(self.settings, settings)
@@ -208,7 +220,7 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
     run = Run(run_dir, strategy)
     output = Path(output) if output else run.dir / ("model_qat.h5" if config.qat else "model.keras")
     if output.suffix != (".h5" if config.qat else ".keras"):
-        raise UserError(f"{output}: {'QAT models are saved as .h5' if config.qat else 'models are saved as .keras'}")
+        raise OptionError(f"{output}: {'QAT models are saved as .h5' if config.qat else 'models are saved as .keras'}")
     model_cfg = _with_class_names(model_config(model), dataset, config)
     crop = config.crop_size or model_cfg.input_size
     source = SampleSource(dataset, model_cfg.num_classes, config.label_map, cache=config.cache)
@@ -261,7 +273,7 @@ def _set_up(model, train_cfg, config: TrainConfig, total_steps, strategy, run: R
     with strategy.scope():
         net = float_net = variant(model, train_cfg, free_batch=True)
         if config.qat:
-            from edge_deeplab.qat import quantize_deeplab
+            from edge_deeplab.train.qat import quantize_deeplab
 
             net = quantize_deeplab(float_net)
         if config.freeze_bn:
@@ -307,7 +319,7 @@ def _starting_weights(t: _Training, config: TrainConfig, source, aug, resumed: b
         batches = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
         recalibrate_batch_norm(t.net, (images for images, _ in batches.take(BN_RECALIBRATION_BATCHES)))
     if config.quantization_from:
-        from edge_deeplab.qat import freeze_weight_ranges
+        from edge_deeplab.train.qat import freeze_weight_ranges
 
         freeze_weight_ranges(t.net)
 
@@ -359,7 +371,8 @@ def _run_epoch(t: _Training, train_step, batches, epoch, epochs, steps, writer, 
 
 
 def _validate(model, val_dataset, class_map, default_class) -> float:
-    from edge_deeplab.evaluate import evaluate, keras_predictor
+    from edge_deeplab.model.predictor import keras_predictor
+    from edge_deeplab.runtime.evaluate import evaluate
 
     result = evaluate(keras_predictor(model), val_dataset, class_map=class_map, default_class=default_class,
                       progress=False)
@@ -385,7 +398,7 @@ def _end_epoch(t: _Training, run: Run, history, record, writer, log_epochs):
 
 def _save_trained(model, path, qat):
     if qat:
-        from edge_deeplab.qat import save_qat_model
+        from edge_deeplab.train.qat import save_qat_model
 
         save_qat_model(model, path)
     else:
@@ -422,7 +435,7 @@ def recalibrate_batch_norm(model: keras.Model, batches) -> int:
             squares[i] += tf.reduce_sum(x * x, 0).numpy()
             counts[i] += int(x.shape[0])
     if not counts.all():
-        raise UserError("no training batch to re-estimate batch norm on")
+        raise DataError("no training batch to re-estimate batch norm on")
     for layer, total, square, count in zip(norms, sums, squares, counts):
         gamma, beta, mean, var = (w.astype(np.float64) for w in layer.get_weights())
         scale = gamma / np.sqrt(var + layer.epsilon)
@@ -439,12 +452,12 @@ def _start_quantization(net, float_net, config: TrainConfig, source, aug):
     ``quantization_from``, those of the official model the float weights were imported from wherever it
     has them (lossless for those weights, and near it after a float fine-tuning; a new classifier keeps
     its calibrated ones)."""
-    from edge_deeplab.qat import apply_source_quantization, calibrate_ranges
+    from edge_deeplab.train.qat import apply_source_quantization, calibrate_ranges
 
     calibration = training_dataset(source, aug, config.batch_size, epoch=0, seed=config.seed)
     calibrate_ranges(net, float_net, (images for images, _ in calibration.take(CALIBRATION_BATCHES)))
     if config.quantization_from:
-        from edge_deeplab.importer import read_quantization
+        from edge_deeplab.model.importer import read_quantization
 
         quantization = read_quantization(float_net, config.quantization_from)
         apply_source_quantization(net, quantization, keep_others=True)
@@ -454,7 +467,7 @@ def final_model(net: keras.Model, config: DeepLabConfig, train_config: TrainConf
     """The trained weights of ``net`` in a batch-1 model of ``config`` (QAT-wrapped for QAT runs)."""
     model = build_deeplab(config)
     if train_config.qat:
-        from edge_deeplab.qat import quantize_deeplab
+        from edge_deeplab.train.qat import quantize_deeplab
 
         model = quantize_deeplab(model)
     if train_config.freeze_bn:
@@ -469,9 +482,9 @@ def final_model(net: keras.Model, config: DeepLabConfig, train_config: TrainConf
 def _data_error(error: tf.errors.OpError) -> Exception:
     """A bad sample surfaces as a TensorFlow error from the input pipeline: give back its one-line message.
     A worker of a cluster that stopped surfaces as an aborted collective on the others: say what to do."""
-    found = re.search(r"UserError: (.+)", error.message)
-    if found:
-        return UserError(found.group(1).strip())
+    found = re.search(r"\b(UserError|DataError|ModelFileError|OptionError): (.+)", error.message)
+    if found:  # the kind raised inside the pipeline's Python function, with its message
+        return getattr(errors, found.group(1))(found.group(2).strip())
     if isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)):
         lost = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)\s*\nThe tasks have crashed", error.message)
         return UserError(f"{' '.join(lost.groups()) if lost else 'a worker of the cluster'} stopped; start every "

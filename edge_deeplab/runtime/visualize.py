@@ -12,7 +12,12 @@ import zlib
 import cv2
 import numpy as np
 
-from edge_deeplab.datasets import CAMVID_CLASSES, CAMVID_COLORS, VOC_CLASSES, voc_palette
+from edge_deeplab.data.datasets import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    VOC_CLASSES,
+    voc_palette,
+)
 
 PALETTE_RGB = voc_palette()
 PALETTE_BGR = np.ascontiguousarray(PALETTE_RGB[:, ::-1])

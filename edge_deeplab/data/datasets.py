@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_deeplab.errors import UserError
-from edge_deeplab.images import list_images, read_image
+from edge_deeplab.choices import CLASS_WEIGHTINGS, DATASET_FORMATS
+from edge_deeplab.data.images import list_images, read_image
+from edge_deeplab.errors import DataError, OptionError, UserError
 
 IGNORE_LABEL = 255
-FORMATS = ("voc", "cityscapes", "camvid", "folder", "pennfudan")
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -89,7 +89,7 @@ class SegmentationDataset:
             try:
                 wanted = {line.split()[0] for line in Path(spec).read_text().splitlines() if line.strip()}
             except OSError as e:
-                raise UserError(f"{spec}: cannot read subset list ({e.strerror or e})") from None
+                raise DataError(f"{spec}: cannot read subset list ({e.strerror or e})") from None
             pairs = [p for p in self.pairs if Path(p[0]).stem in wanted]
         else:
             try:
@@ -98,10 +98,10 @@ class SegmentationDataset:
                     raise ValueError
                 pairs = self.pairs[slice(*parts)]
             except ValueError:
-                raise UserError(f"subset must be start:stop[:step] (e.g. 0::2) or a .txt list of names, "
+                raise OptionError(f"subset must be start:stop[:step] (e.g. 0::2) or a .txt list of names, "
                                 f"got {spec!r}") from None
         if not pairs:
-            raise UserError(f"subset {spec!r} of the {self.name} dataset ({len(self.pairs)} images) is empty")
+            raise DataError(f"subset {spec!r} of the {self.name} dataset ({len(self.pairs)} images) is empty")
         return dataclasses.replace(self, pairs=pairs, skipped=[])
 
     def __iter__(self):
@@ -117,22 +117,20 @@ class SegmentationDataset:
         image = read_image(image_path, rgb=True)
         label = self.read_label(label_path)
         if label.shape != image.shape[:2]:
-            raise UserError(f"{label_path}: mask is {label.shape[1]}x{label.shape[0]} but its image "
+            raise DataError(f"{label_path}: mask is {label.shape[1]}x{label.shape[0]} but its image "
                             f"{Path(image_path).name} is {image.shape[1]}x{image.shape[0]}")
         valid = label[label != IGNORE_LABEL]
         if valid.size and valid.max() >= self.num_classes:
-            raise UserError(f"{label_path}: label value {int(valid.max())} is out of range for "
+            raise DataError(f"{label_path}: label value {int(valid.max())} is out of range for "
                             f"{self.num_classes} classes (use 255 for ignore)")
         return Sample(Path(image_path), Path(label_path), image, label)
 
     def read_label(self, path) -> np.ndarray:
         if self.label_format == "voc_palette":
             return _read_voc_palette_png(path)
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise UserError(f"{path}: cannot read mask (missing or not an image)")
+        raw = read_image(path, flags=cv2.IMREAD_UNCHANGED, what="mask")
         if raw.ndim == 3:
-            raise UserError(f"{path}: mask has {raw.shape[2]} channels; expected a single-channel index PNG")
+            raise DataError(f"{path}: mask has {raw.shape[2]} channels; expected a single-channel index PNG")
         if self.label_format == "instances":
             return np.where(raw > 0, 1, 0).astype(np.uint8)
         if self.label_format == "cityscapes_ids":
@@ -141,7 +139,7 @@ class SegmentationDataset:
                 lut[label_id] = train_id
             return lut[np.clip(raw, 0, 255).astype(np.uint8)]
         if raw.max() > 255:
-            raise UserError(f"{path}: mask value {int(raw.max())} does not fit 8-bit class indices")
+            raise DataError(f"{path}: mask value {int(raw.max())} does not fit 8-bit class indices")
         label = raw.astype(np.uint8)
         if self.label_format == "camvid":
             label[label == CAMVID_UNLABELLED] = IGNORE_LABEL
@@ -171,9 +169,7 @@ class SegmentationDataset:
 
 def _read_voc_palette_png(path) -> np.ndarray:
     """Class indices of a VOC palette PNG. OpenCV expands palettes to colours, so map colours back."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UserError(f"{path}: cannot read mask (missing or not an image)")
+    bgr = read_image(path, what="mask")
     palette = voc_palette()
     keys = palette[:, 0].astype(np.int32) << 16 | palette[:, 1].astype(np.int32) << 8 | palette[:, 2]
     lut = {int(k): i for i, k in reversed(list(enumerate(keys)))}  # lowest index wins for duplicates
@@ -183,19 +179,19 @@ def _read_voc_palette_png(path) -> np.ndarray:
     try:
         values = np.array([lut[int(u)] for u in uniq], np.uint8)
     except KeyError as e:
-        raise UserError(f"{path}: colour #{int(e.args[0]):06x} is not in the VOC palette") from None
+        raise DataError(f"{path}: colour #{int(e.args[0]):06x} is not in the VOC palette") from None
     return values[inverse].reshape(codes.shape)
 
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise UserError(f"{path}: {what} not found")
+        raise DataError(f"{path}: {what} not found")
     return path
 
 
 def _nonempty(pairs, root, what):
     if not pairs:
-        raise UserError(f"{root}: no {what} found")
+        raise DataError(f"{root}: no {what} found")
     return pairs
 
 
@@ -249,7 +245,7 @@ def camvid(root, split="train", skip_bad=False) -> SegmentationDataset:
     if names_file.is_file():
         names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
         if len(names) != len(CAMVID_CLASSES):
-            raise UserError(f"{names_file}: {len(names)} class names; CamVid has {len(CAMVID_CLASSES)} "
+            raise DataError(f"{names_file}: {len(names)} class names; CamVid has {len(CAMVID_CLASSES)} "
                             f"(label {CAMVID_UNLABELLED}, Unlabelled, is ignored and not listed)")
     return SegmentationDataset("camvid", _nonempty(pairs, root / split, "images"), names, "camvid", skip_bad)
 
@@ -265,16 +261,16 @@ def folder(root, class_names=None, num_classes=None, skip_bad=False) -> Segmenta
     _nonempty(pairs, root / "images", "images")
     if class_names is None:
         if num_classes is None:
-            raise UserError(f"{root}: a folder dataset needs its class names or number of classes")
+            raise DataError(f"{root}: a folder dataset needs its class names or number of classes")
         class_names = [str(i) for i in range(num_classes)]
     return SegmentationDataset("folder", pairs, list(class_names), "index", skip_bad)
 
 
 def open_dataset(root, format: str, split: str = "val", skip_bad=False, **kwargs) -> SegmentationDataset:
-    """Open a dataset of one of FORMATS."""
+    """Open a dataset of one of choices.DATASET_FORMATS."""
     root = Path(root)
     if not root.exists():
-        raise UserError(f"{root}: dataset folder not found")
+        raise DataError(f"{root}: dataset folder not found")
     if format == "pennfudan":
         return pennfudan(root, skip_bad)
     if format == "voc":
@@ -285,7 +281,7 @@ def open_dataset(root, format: str, split: str = "val", skip_bad=False, **kwargs
         return camvid(root, split, skip_bad)
     if format == "folder":
         return folder(root, skip_bad=skip_bad, **kwargs)
-    raise UserError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
+    raise OptionError(f"unknown dataset format {format!r}; expected one of {', '.join(DATASET_FORMATS)}")
 
 
 def _find_subdir(root: Path, marker: str) -> Path:
@@ -309,9 +305,9 @@ def parse_class_map(items) -> dict:
                     raise ValueError
                 mapping[int(src)] = int(dst)
             except ValueError:
-                raise UserError(f"class map entries must be SRC:DST class ids, got {pair.strip()!r}") from None
+                raise OptionError(f"class map entries must be SRC:DST class ids, got {pair.strip()!r}") from None
             if not (0 <= mapping[int(src)] <= IGNORE_LABEL and 0 <= int(src) < IGNORE_LABEL):
-                raise UserError(f"class map entry {pair.strip()!r}: ids must be in 0..254 (255 = ignore)")
+                raise OptionError(f"class map entry {pair.strip()!r}: ids must be in 0..254 (255 = ignore)")
     return mapping
 
 
@@ -327,7 +323,6 @@ def class_map_lut(mapping: dict, num_source_classes: int, default=None) -> np.nd
     return lut
 
 
-CLASS_WEIGHTINGS = ("none", "median-frequency")
 
 
 def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -337,7 +332,7 @@ def median_frequency_weights(pixels: np.ndarray, image_pixels: np.ndarray, num_c
     pixels, image_pixels = pixels[:num_classes].astype(np.float64), image_pixels[:num_classes].astype(np.float64)
     present = image_pixels > 0
     if not present.any():
-        raise UserError("the training masks hold no labelled pixel: cannot weight classes")
+        raise DataError("the training masks hold no labelled pixel: cannot weight classes")
     freq = np.where(present, pixels / np.maximum(image_pixels, 1), 0.0)
     weights = np.zeros(num_classes)
     weights[present] = np.median(freq[present]) / freq[present]
@@ -354,13 +349,13 @@ def class_weights(spec, dataset: SegmentationDataset, num_classes: int, label_ma
         return median_frequency_weights(*dataset.label_counts(lut), num_classes)
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"{spec}: class weights must be {' or '.join(CLASS_WEIGHTINGS)} or a file of weights "
+        raise OptionError(f"{spec}: class weights must be {' or '.join(CLASS_WEIGHTINGS)} or a file of weights "
                         "(file not found)")
     try:
         weights = np.array([float(v) for v in path.read_text().replace(",", " ").split()])
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"{spec}: cannot read class weights ({e})") from None
+        raise DataError(f"{spec}: cannot read class weights ({e})") from None
     if weights.size != num_classes or not np.all(np.isfinite(weights)) or weights.min() < 0 or not weights.any():
-        raise UserError(f"{spec}: expected {num_classes} finite, non-negative class weights (not all 0), "
+        raise DataError(f"{spec}: expected {num_classes} finite, non-negative class weights (not all 0), "
                         f"got {weights.size}")
     return weights

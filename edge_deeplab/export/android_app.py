@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_deeplab.errors import UserError
+from edge_deeplab.errors import ModelFileError, OptionError
 from edge_deeplab.io_utils import write_bytes_atomic, write_json_atomic
 
 CARD_FORMAT = "edge-deeplab-model-card"
@@ -34,7 +34,7 @@ def app_assets_dir(app_dir) -> Path:
     app_dir = Path(app_dir)
     manifest = app_dir / "app" / "src" / "main" / "AndroidManifest.xml"
     if not manifest.is_file():
-        raise UserError(f"{app_dir}: not the Android demo project ({manifest} not found); "
+        raise OptionError(f"{app_dir}: not the Android demo project ({manifest} not found); "
                         "pass --app PATH/TO/android_demo")
     return app_dir / ASSETS_DIR
 
@@ -48,25 +48,25 @@ def check_app_can_run(model_path, interpreter, info):
     outputs = interpreter.get_output_details()
     if len(outputs) != 1:
         names = ", ".join(o["name"] for o in outputs)
-        raise UserError(f"{model_path}: the app reads one output; this model has {len(outputs)} ({names})")
+        raise ModelFileError(f"{model_path}: the app reads one output; this model has {len(outputs)} ({names})")
     allowed = APP_LOGITS_TYPES if info.output_kind == "logits" else APP_LABELS_TYPES
     if info.output_dtype not in allowed:
-        raise UserError(f"{model_path}: {info.output_kind} output of type {info.output_dtype} is not supported "
+        raise ModelFileError(f"{model_path}: {info.output_kind} output of type {info.output_dtype} is not supported "
                         f"by the app (one of {', '.join(allowed)})")
     if info.input_dtype != "float32" and not info.input_scale > 0:
-        raise UserError(f"{model_path}: {info.input_dtype} input without quantization parameters (scale 0)")
+        raise ModelFileError(f"{model_path}: {info.input_dtype} input without quantization parameters (scale 0)")
     signature = interpreter.get_input_details()[0].get("shape_signature")
     if signature is not None and any(int(d) < 0 for d in list(signature)[1:]):
-        raise UserError(f"{model_path}: input size is dynamic ({list(signature)}); export with a fixed H x W")
+        raise ModelFileError(f"{model_path}: input size is dynamic ({list(signature)}); export with a fixed H x W")
     if not info.num_classes:
-        raise UserError(f"{model_path}: cannot tell how many classes its label output holds; "
+        raise ModelFileError(f"{model_path}: cannot tell how many classes its label output holds; "
                         "pass --labels FILE (one class name per line)")
 
 
 def model_card(info, model_bytes: bytes, source_name: str, background_class=0) -> dict:
     """The card the app reads (see android_demo/README.md for the fields)."""
     if background_class is not None and not 0 <= int(background_class) < info.num_classes:
-        raise UserError(f"background class {background_class} is not a class id (0..{info.num_classes - 1})")
+        raise ModelFileError(f"background class {background_class} is not a class id (0..{info.num_classes - 1})")
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
@@ -108,9 +108,8 @@ def export_android(model_path, app_dir="android_demo", labels=None, background_c
     The model is written first and the card last, each atomically; the card records the model's
     size and SHA-256, which the app checks, so a half-done export is detected rather than run.
     """
-    from edge_deeplab.runtime import SegmentationModel, make_interpreter
-
     from edge_deeplab.io_utils import check_writable, require_file
+    from edge_deeplab.runtime.interpreter import SegmentationModel, make_interpreter
 
     model_path = require_file(model_path)
     assets = app_assets_dir(app_dir)

@@ -12,8 +12,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
-from edge_deeplab.errors import UserError
+from edge_deeplab.data.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
+from edge_deeplab.errors import DataError, OptionError, UserError
 
 MEAN_PIXEL = 127.5  # images are padded with the mean pixel (0 after normalization), labels with ignore
 
@@ -52,7 +52,7 @@ class SampleSource:
         if cache:
             self.cached = [s for s in (self._load_or_skip(i) for i in range(len(self.pairs))) if s is not None]
             if not self.cached:
-                raise UserError(f"{dataset.name}: every sample was skipped as bad ({len(dataset.skipped)})")
+                raise DataError(f"{dataset.name}: every sample was skipped as bad ({len(dataset.skipped)})")
 
     def __len__(self):
         return len(self.cached) if self.cached is not None else len(self.pairs)
@@ -63,7 +63,7 @@ class SampleSource:
         label = self.lut[sample.label]
         bad = label[label != IGNORE_LABEL]
         if bad.size and bad.max() >= self.num_classes:
-            raise UserError(f"{label_path}: label {int(bad.max())} (after the label map) is out of range for a "
+            raise DataError(f"{label_path}: label {int(bad.max())} (after the label map) is out of range for a "
                             f"{self.num_classes}-class model")
         return sample.image, label
 
@@ -121,7 +121,7 @@ def training_dataset(source: SampleSource, aug: Augment, batch_size: int, epoch:
     """
     n = len(source)
     if n < batch_size:
-        raise UserError(f"{source.dataset.name}: {n} training samples is fewer than the batch size {batch_size}")
+        raise DataError(f"{source.dataset.name}: {n} training samples is fewer than the batch size {batch_size}")
     order = epoch_order(n, seed, epoch)
     positions = np.arange(n, dtype=np.int64) + np.int64(epoch) * n
     if input_context is not None and input_context.num_replicas_in_sync > 1:
@@ -153,6 +153,6 @@ def replica_share(num_samples: int, global_batch: int, replicas: int, pipeline: 
 
 def per_replica_batch(global_batch: int, replicas: int) -> int:
     if global_batch % replicas:
-        raise UserError(f"the batch size {global_batch} (the global batch) must be a multiple of the "
+        raise OptionError(f"the batch size {global_batch} (the global batch) must be a multiple of the "
                         f"{replicas} replicas it is split across")
     return global_batch // replicas

@@ -10,17 +10,23 @@ from pathlib import Path
 
 import cv2
 
-from edge_deeplab.errors import UserError
-from edge_deeplab.images import list_images, read_image
+from edge_deeplab.data.images import list_images, read_image
+from edge_deeplab.errors import DataError, UserError
 from edge_deeplab.io_utils import write_bytes_atomic, write_json_atomic
-from edge_deeplab.visualize import (class_names, class_shares, draw_legend, legend_entries, overlay,
-                                   palette_for, palette_png)
-
+from edge_deeplab.runtime.visualize import (
+    class_names,
+    class_shares,
+    draw_legend,
+    legend_entries,
+    overlay,
+    palette_for,
+    palette_png,
+)
 
 
 @dataclass
 class PredictSummary:
-    done: list[Path] = field(default_factory=list)  # images segmented
+    done: list[dict] = field(default_factory=list)  # per image segmented: what predict_image wrote
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
 
 
@@ -50,7 +56,7 @@ def output_stems(images) -> list[str]:
     return stems
 
 
-def predict_image(model, image_path, output_dir, stem=None, alpha=0.5, legend=True, write_json=False) -> dict:
+def predict_image(model, image_path, output_dir, stem=None, alpha=0.5, legend=True, json_file=False) -> dict:
     """Segment one image file and write ``<stem>_mask.png``, ``<stem>_overlay.jpg`` (and ``<stem>.json``)."""
     image = read_image(image_path)
     result = model.segment(image)
@@ -64,7 +70,7 @@ def predict_image(model, image_path, output_dir, stem=None, alpha=0.5, legend=Tr
         draw_legend(blended, legend_entries(result.mask, names, background=palette.background), palette=palette)
     encoded, jpeg = cv2.imencode(".jpg", blended)
     if not encoded:
-        raise UserError(f"{overlay_path}: cannot encode the overlay")
+        raise DataError(f"{overlay_path}: cannot encode the overlay")
     # everything is made before anything is written: a failure leaves no output of this image
     write_bytes_atomic(mask_path, palette_png(result.mask, palette.rgb))
     write_bytes_atomic(overlay_path, jpeg.tobytes())
@@ -81,12 +87,12 @@ def predict_image(model, image_path, output_dir, stem=None, alpha=0.5, legend=Tr
         "classes": {names[c] if c < len(names) else str(c): round(share, 6)
                     for c, share in class_shares(result.mask).items()},
     }
-    if write_json:
+    if json_file:
         write_json_atomic(output_dir / f"{stem}.json", record)
     return record
 
 
-def predict_images(model, inputs, output_dir, alpha=0.5, legend=True, write_json=False, progress=True,
+def predict_images(model, inputs, output_dir, alpha=0.5, legend=True, json_files=False, progress=True,
                    report=None) -> PredictSummary:
     """Segment every image named by ``inputs``; failures are reported through ``report(msg)`` and skipped."""
     from tqdm import tqdm
@@ -100,13 +106,13 @@ def predict_images(model, inputs, output_dir, alpha=0.5, legend=True, write_json
                disable=not progress)
     for path, stem in bar:
         try:
-            predict_image(model, path, output_dir, stem, alpha, legend, write_json)
+            record = predict_image(model, path, output_dir, stem, alpha, legend, json_files)
         except UserError as e:
             message = str(e)
         except (cv2.error, OSError, ValueError) as e:  # a bad file must not end the batch
             message = f"{path}: {' '.join(str(e).split()) or type(e).__name__}"
         else:
-            summary.done.append(path)
+            summary.done.append(record)
             continue
         summary.failed.append((str(path), message))
         report(f"error: {message}")

@@ -14,10 +14,10 @@ import pytest
 import tiny_tflite
 from conftest import SHARED
 
-from edge_deeplab.android import CARD_ASSET, MODEL_ASSET, export_android
+from edge_deeplab.export.android_app import CARD_ASSET, MODEL_ASSET, export_android
 from edge_deeplab.cli import main
 from edge_deeplab.errors import UserError
-from edge_deeplab.runtime import Placement
+from edge_deeplab.runtime.interpreter import Placement
 
 REPO = Path(__file__).resolve().parents[1]
 JVM_TESTS = REPO / "android_demo" / "run_jvm_tests.sh"
@@ -257,6 +257,7 @@ def jvm_tools_missing():
     return missing
 
 
+@pytest.mark.slow  # compiles and runs the Kotlin tests
 def test_kotlin_card_reader_accepts_exported_cards(tmp_path):
     missing = jvm_tools_missing()
     if missing:

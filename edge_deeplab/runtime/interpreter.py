@@ -15,17 +15,18 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
-from edge_deeplab.errors import UserError
-from edge_deeplab.tflite_metadata import parse_labels, read_metadata
+from edge_deeplab.choices import RESIZE_MODES
+from edge_deeplab.errors import DataError, ModelFileError, OptionError
+from edge_deeplab.tflite.graph import read_model_file
+from edge_deeplab.tflite.metadata import parse_labels, read_metadata
+from edge_deeplab.tflite.quantization import quantize
 
 # DeepLab's input normalization, x / 127.5 - 1, used when a model carries no metadata.
 DEFAULT_MEAN, DEFAULT_STD = 127.5, 127.5
-RESIZE_MODES = ("letterbox", "stretch")
 MAX_CLASSES = 256  # masks are uint8
 
 
@@ -34,7 +35,7 @@ def default_num_threads() -> int:
 
 
 def _interpreter_module():
-    """The module that provides Interpreter and load_delegate: ai-edge-litert, tflite-runtime, tf.lite."""
+    """The module that provides Interpreter and load_delegate: ai-edge-litert, or tflite-runtime."""
     try:
         from ai_edge_litert import interpreter
         return interpreter
@@ -45,13 +46,7 @@ def _interpreter_module():
         return interpreter
     except ImportError:
         pass
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise UserError("no TFLite runtime found: pip install ai-edge-litert") from None
-    # tf.lite under the names the interpreter modules of ai-edge-litert and tflite-runtime use
-    return SimpleNamespace(Interpreter=tf.lite.Interpreter, load_delegate=tf.lite.experimental.load_delegate,
-                           OpResolverType=tf.lite.experimental.OpResolverType)
+    raise ModelFileError("no TFLite runtime found: pip install ai-edge-litert")
 
 
 def make_interpreter(model_content: bytes, num_threads: int, delegate="xnnpack", delegate_options=None,
@@ -68,7 +63,7 @@ def make_interpreter(model_content: bytes, num_threads: int, delegate="xnnpack",
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     elif delegate != "xnnpack":
         if not Path(delegate).is_file():
-            raise UserError(f"delegate must be 'xnnpack', 'cpu' or a delegate library file; {delegate} not found")
+            raise OptionError(f"delegate must be 'xnnpack', 'cpu' or a delegate library file; {delegate} not found")
         try:
             # check the library first: one that fails inside load_delegate leaves a Delegate object whose
             # destructor raises again (ai-edge-litert 2.3)
@@ -77,39 +72,17 @@ def make_interpreter(model_content: bytes, num_threads: int, delegate="xnnpack",
                 raise ValueError("not a TFLite delegate library: no tflite_plugin_create_delegate")
             kwargs["experimental_delegates"] = [module.load_delegate(str(delegate), delegate_options or {})]
         except (ValueError, OSError, RuntimeError) as e:
-            raise UserError(f"{delegate}: cannot load delegate ({_first_line(e)})") from None
+            raise ModelFileError(f"{delegate}: cannot load delegate ({_first_line(e)})") from None
     try:
         interpreter = module.Interpreter(**kwargs)
         interpreter.allocate_tensors()
     except CORRUPT_MODEL_ERRORS as e:
-        raise UserError(f"{source}: not a loadable TFLite model ({_first_line(e)})") from None
+        raise ModelFileError(f"{source}: not a loadable TFLite model ({_first_line(e)})") from None
     return interpreter
 
 
 # what the interpreter raises on a damaged model file (UnicodeDecodeError: tensor names that are not UTF-8)
 CORRUPT_MODEL_ERRORS = (ValueError, RuntimeError, UnicodeDecodeError, IndexError, KeyError, OverflowError)
-TFLITE_IDENTIFIER = b"TFL3"
-
-
-def read_model_file(path) -> bytes:
-    """The bytes of a .tflite file; a UserError naming it when it is a folder, missing, empty or not a
-    TFLite model (no "TFL3" FlatBuffer identifier)."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a model file")
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: model file not found") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read model ({e.strerror or e})") from None
-    if not content:
-        raise UserError(f"{path}: empty file, not a TFLite model")
-    if content[4:8] != TFLITE_IDENTIFIER:
-        raise UserError(f"{path}: not a TFLite model (no TFL3 identifier)")
-    return content
-
-
 def _first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -205,7 +178,7 @@ class SegmentationModel:
     def __init__(self, path, num_threads=None, delegate="xnnpack", delegate_options=None, resize="letterbox",
                  labels=None):
         if resize not in RESIZE_MODES:
-            raise UserError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+            raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
         self.path = Path(path)
         self.num_threads = int(num_threads or default_num_threads())
         self.delegate = str(delegate)
@@ -218,7 +191,7 @@ class SegmentationModel:
             self._output = self._interpreter.get_output_details()
             self.info = self._describe(read_metadata(content, source=self.path), labels)
         except CORRUPT_MODEL_ERRORS as e:
-            raise UserError(f"{self.path}: corrupt model ({_first_line(e)})") from None
+            raise ModelFileError(f"{self.path}: corrupt model ({_first_line(e)})") from None
         self._input_index, self._output_index = self._input[0]["index"], self._output[0]["index"]
         self._buffer = np.empty((1, self.info.input_height, self.info.input_width, 3), self._input[0]["dtype"])
         self._zero = self._buffer.dtype.type(self.info.input_zero_point)  # normalized 0 = the mean pixel
@@ -229,12 +202,12 @@ class SegmentationModel:
     def _describe(self, meta, labels) -> ModelInfo:
         bad = f"{self.path}: not a segmentation model"
         if len(self._input) != 1:
-            raise UserError(f"{bad} (it has {len(self._input)} inputs; expected one image)")
+            raise ModelFileError(f"{bad} (it has {len(self._input)} inputs; expected one image)")
         inp, out = self._input[0], self._output[0]
         if len(inp["shape"]) != 4 or inp["shape"][0] != 1 or inp["shape"][3] != 3:
-            raise UserError(f"{bad} (input shape {inp['shape'].tolist()}; expected [1, H, W, 3])")
+            raise ModelFileError(f"{bad} (input shape {inp['shape'].tolist()}; expected [1, H, W, 3])")
         if inp["dtype"] not in (np.float32, np.uint8, np.int8):
-            raise UserError(f"{bad} (input type {np.dtype(inp['dtype']).name}; expected float32, uint8 or int8)")
+            raise ModelFileError(f"{bad} (input type {np.dtype(inp['dtype']).name}; expected float32, uint8 or int8)")
         shape, dtype = out["shape"].tolist(), np.dtype(out["dtype"])
         is_int = np.issubdtype(dtype, np.integer)
         out_scale, out_zero = out["quantization"]
@@ -245,19 +218,19 @@ class SegmentationModel:
         elif len(shape) == 4 and shape[3] >= 2 and (dtype == np.float32 or (is_int and out_scale)):
             kind, num_classes = "logits", int(shape[3])
         else:
-            raise UserError(f"{bad} (output {shape} {dtype.name}; expected [1, H, W, classes] scores "
+            raise ModelFileError(f"{bad} (output {shape} {dtype.name}; expected [1, H, W, classes] scores "
                             "or [1, H, W] class ids)")
         if shape[0] != 1:
-            raise UserError(f"{bad} (output batch {shape[0]}; expected 1)")
+            raise ModelFileError(f"{bad} (output batch {shape[0]}; expected 1)")
 
         if isinstance(labels, (str, Path)):
             labels = read_labels_file(labels)
         labels = list(labels) if labels else (meta.labels if meta else None)
         if labels and num_classes and len(labels) != num_classes:
-            raise UserError(f"{self.path}: {len(labels)} labels for a model with {num_classes} classes")
+            raise ModelFileError(f"{self.path}: {len(labels)} labels for a model with {num_classes} classes")
         num_classes = num_classes or (len(labels) if labels else None)
         if num_classes and num_classes > MAX_CLASSES:
-            raise UserError(f"{self.path}: {num_classes} classes; at most {MAX_CLASSES} are supported")
+            raise ModelFileError(f"{self.path}: {num_classes} classes; at most {MAX_CLASSES} are supported")
 
         in_scale, in_zero = inp["quantization"]
         has_norm = bool(meta and meta.norm_mean and meta.norm_std)
@@ -296,9 +269,7 @@ class SegmentationModel:
         if self._buffer.dtype == np.float32:
             table = real.astype(np.float32)
         else:
-            limits = np.iinfo(self._buffer.dtype)
-            q = np.round(real / self.info.input_scale + self.info.input_zero_point)
-            table = np.clip(q, limits.min, limits.max).astype(self._buffer.dtype)
+            table = quantize(real, self.info.input_scale, self.info.input_zero_point, self._buffer.dtype)
         if (table == table[:, :1]).all():
             return np.ascontiguousarray(table[:, 0])  # one table for all channels
         return np.ascontiguousarray(table.reshape(1, 256, 3))
@@ -329,7 +300,7 @@ class SegmentationModel:
         try:
             self._interpreter.invoke()
         except RuntimeError as e:
-            raise UserError(f"{self.path}: inference failed ({_first_line(e)})") from None
+            raise ModelFileError(f"{self.path}: inference failed ({_first_line(e)})") from None
         return (time.perf_counter() - start) * 1e3
 
     def raw_output(self) -> np.ndarray:
@@ -392,14 +363,14 @@ def argmax_channels(logits: np.ndarray) -> np.ndarray:
 
 def _as_bgr(image):
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
-        raise UserError("image must be a non-empty uint8 array (BGR, as cv2.imread gives)")
+        raise DataError("image must be a non-empty uint8 array (BGR, as cv2.imread gives)")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     if image.ndim == 3 and image.shape[2] == 3:
         return image
-    raise UserError(f"image must be HxW, HxWx3 or HxWx4; got shape {image.shape}")
+    raise DataError(f"image must be HxW, HxWx3 or HxWx4; got shape {image.shape}")
 
 
 def read_labels_file(path) -> list:
@@ -407,7 +378,7 @@ def read_labels_file(path) -> list:
     try:
         labels = parse_labels(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read labels ({getattr(e, 'strerror', None) or e})") from None
+        raise ModelFileError(f"{path}: cannot read labels ({getattr(e, 'strerror', None) or e})") from None
     if not labels:
-        raise UserError(f"{path}: no labels in the file (one per line)")
+        raise ModelFileError(f"{path}: no labels in the file (one per line)")
     return labels

@@ -3,7 +3,7 @@
 A model becomes a Predictor (RGB uint8 image -> HxW class ids at the image's size) and one loop scores
 any predictor. Both kinds of model see an image the same way: fitted into the model input by
 runtime.Placement (letterbox or stretch), DeepLab-normalized, arg-maxed on the image's region of the
-output and resized (nearest) to the image. The .tflite path uses edge_deeplab.runtime only and never
+output and resized (nearest) to the image. The .tflite path uses edge_deeplab.runtime.interpreter only and never
 imports TensorFlow; the Keras path imports it when asked for.
 """
 from __future__ import annotations
@@ -17,11 +17,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge_deeplab.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
-from edge_deeplab.errors import UserError
-from edge_deeplab.io_utils import require_file
-from edge_deeplab.metrics import ConfusionMatrix
-from edge_deeplab.runtime import normalized_input
+from edge_deeplab.data.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
+from edge_deeplab.errors import DataError, ModelFileError, OptionError
+from edge_deeplab.runtime.metrics import ConfusionMatrix
 
 
 @dataclasses.dataclass
@@ -59,76 +57,33 @@ class EvalResult:
 
 
 def tflite_predictor(path, num_threads=None, resize="letterbox", delegate="xnnpack") -> Predictor:
-    """A .tflite model run by edge_deeplab.runtime (no TensorFlow)."""
-    from edge_deeplab.runtime import SegmentationModel
+    """A .tflite model run by edge_deeplab.runtime.interpreter (no TensorFlow)."""
+    from edge_deeplab.runtime.interpreter import SegmentationModel
 
     model = SegmentationModel(path, num_threads=num_threads, resize=resize, delegate=delegate)
     if not model.info.num_classes:
-        raise UserError(f"{path}: the number of classes of this label-output model is unknown")
+        raise ModelFileError(f"{path}: the number of classes of this label-output model is unknown")
     return Predictor(lambda rgb: model.predict_labels(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)),
                      model.info.num_classes, Path(path).name)
-
-
-def keras_predictor(model, output_stride=None, resize="letterbox") -> Predictor:
-    """A Keras DeepLab model (a model, or the path of a float or QAT .keras file); ``output_stride``
-    rebuilds a float model at another output stride (same weights)."""
-    import tensorflow as tf
-
-    from edge_deeplab.model.deeplab import is_qat_model, rebuild
-
-    name = getattr(model, "name", "model")
-    if not hasattr(model, "predict"):
-        from edge_deeplab.qat import load_any_model
-
-        name, model = str(model), load_any_model(model)
-    if output_stride and is_qat_model(model):
-        from edge_deeplab.qat import rebuild_qat
-
-        model = rebuild_qat(model, output_stride=int(output_stride))
-    elif output_stride:
-        model = rebuild(model, output_stride=int(output_stride))
-    if len(model.input_shape) != 4 or len(model.output_shape) != 4:
-        raise UserError(f"{name}: not a segmentation model (input {model.input_shape}, output {model.output_shape}; "
-                        "expected [1, H, W, 3] images in and [1, H, W, classes] scores out)")
-    _, H, W, _ = model.input_shape
-    run = tf.function(lambda x: model(x, training=False))
-
-    def predict(rgb):
-        x, p = normalized_input(rgb, (H, W), resize)
-        logits = run(tf.constant(x))[0].numpy()
-        labels = logits[p.top:p.top + p.height, p.left:p.left + p.width].argmax(-1).astype(np.uint8)
-        return cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
-
-    return Predictor(predict, int(model.output_shape[-1]), model.name)
-
-
-def open_predictor(path, num_threads=None, resize="letterbox", output_stride=None) -> Predictor:
-    """A predictor for a .tflite (runtime, no TensorFlow) or a .keras / .h5 model (TensorFlow)."""
-    path = require_file(path)
-    if path.suffix == ".tflite":
-        if output_stride:
-            raise UserError(f"{path}: a .tflite model's output stride is fixed; --output-stride is for Keras models")
-        return tflite_predictor(path, num_threads=num_threads, resize=resize)
-    return keras_predictor(path, output_stride=output_stride, resize=resize)
 
 
 def prediction_lut(num_model_classes, num_dataset_classes, class_map=None, default_class=None) -> np.ndarray:
     """Model class id -> dataset class id. Without a map the two must have the same classes."""
     if not class_map and default_class is None:
         if num_model_classes != num_dataset_classes:
-            raise UserError(f"the model has {num_model_classes} classes and the dataset {num_dataset_classes}: "
+            raise OptionError(f"the model has {num_model_classes} classes and the dataset {num_dataset_classes}: "
                             "map them with a class map (e.g. --class-map 15:1 --default-class 0)")
     if default_class is not None and not 0 <= default_class < num_dataset_classes:
-        raise UserError(f"default class {default_class} is not a class of the {num_dataset_classes}-class dataset "
+        raise OptionError(f"default class {default_class} is not a class of the {num_dataset_classes}-class dataset "
                         f"(0..{num_dataset_classes - 1})")
     unknown = sorted(c for c in (class_map or {}) if not 0 <= c < num_model_classes)
     if unknown:
-        raise UserError(f"class map: the model has {num_model_classes} classes (0..{num_model_classes - 1}), "
+        raise OptionError(f"class map: the model has {num_model_classes} classes (0..{num_model_classes - 1}), "
                         f"so model class {unknown[0]} maps nothing")
     lut = class_map_lut(class_map or {}, num_model_classes, default_class)
     bad = [i for i in range(num_model_classes) if lut[i] >= num_dataset_classes]
     if bad:
-        raise UserError(f"model classes {bad[:8]} map to no class of the {num_dataset_classes}-class dataset "
+        raise OptionError(f"model classes {bad[:8]} map to no class of the {num_dataset_classes}-class dataset "
                         "(add them to the class map or give a default class)")
     return lut.astype(np.uint8)
 
@@ -144,11 +99,11 @@ def evaluate(predictor: Predictor, dataset: SegmentationDataset, class_map=None,
     for sample in tqdm(dataset, total=len(dataset), desc="eval", unit="img", disable=not progress, leave=False):
         labels = predictor.predict(sample.image)
         if labels.max(initial=0) >= predictor.num_classes:
-            raise UserError(f"{predictor.name} predicted class {int(labels.max())} but has "
+            raise DataError(f"{predictor.name} predicted class {int(labels.max())} but has "
                             f"{predictor.num_classes} classes")
         matrix.update(lut[labels], sample.label)
         images += 1
     if not images:
-        raise UserError(f"{dataset.name}: no image could be evaluated ({len(dataset.skipped)} skipped as bad)")
+        raise DataError(f"{dataset.name}: no image could be evaluated ({len(dataset.skipped)} skipped as bad)")
     return EvalResult(predictor.name, dataset.name, list(dataset.class_names), matrix, images,
                       list(dataset.skipped), time.perf_counter() - started)

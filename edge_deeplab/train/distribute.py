@@ -20,9 +20,9 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from edge_deeplab.errors import UserError
+from edge_deeplab.choices import STRATEGIES
+from edge_deeplab.errors import OptionError
 
-STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
@@ -30,14 +30,14 @@ def cluster_config(workers: str, task_index: int) -> dict:
     """The TF_CONFIG of worker ``task_index`` in a cluster of ``workers`` ("host:port,host:port")."""
     addresses = [w.strip() for w in workers.split(",") if w.strip()]
     if not addresses:
-        raise UserError("--worker needs the cluster's workers as HOST:PORT,HOST:PORT")
+        raise OptionError("--worker needs the cluster's workers as HOST:PORT,HOST:PORT")
     bad = [a for a in addresses if not _ADDRESS.match(a)]
     if bad:
-        raise UserError(f"--worker: {bad[0]!r} is not HOST:PORT")
+        raise OptionError(f"--worker: {bad[0]!r} is not HOST:PORT")
     if len(set(addresses)) != len(addresses):
-        raise UserError("--worker: an address is listed twice")
+        raise OptionError("--worker: an address is listed twice")
     if task_index is None or not 0 <= task_index < len(addresses):
-        raise UserError(f"--task-index must be 0..{len(addresses) - 1} (this worker's place in --worker)")
+        raise OptionError(f"--task-index must be 0..{len(addresses) - 1} (this worker's place in --worker)")
     return {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": task_index}}
 
 
@@ -52,7 +52,7 @@ def read_tf_config() -> dict | None:
         if task["type"] not in cluster or not 0 <= int(task["index"]) < len(cluster[task["type"]]):
             raise KeyError("task")
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"$TF_CONFIG: not a cluster description with this task in it ({e})") from None
+        raise OptionError(f"$TF_CONFIG: not a cluster description with this task in it ({e})") from None
     return config
 
 
@@ -70,7 +70,7 @@ def make_strategy(name: str = "default", tpu: str | None = None, cluster: dict |
         if cluster is not None:
             os.environ["TF_CONFIG"] = json.dumps(cluster)
         if read_tf_config() is None:
-            raise UserError("--strategy multi-worker needs its cluster: set $TF_CONFIG, or pass "
+            raise OptionError("--strategy multi-worker needs its cluster: set $TF_CONFIG, or pass "
                             "--worker HOST:PORT,HOST:PORT and --task-index N")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
@@ -79,9 +79,9 @@ def make_strategy(name: str = "default", tpu: str | None = None, cluster: dict |
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, tf.errors.OpError) as e:
-            raise UserError(f"no TPU found ({str(e).splitlines()[0]})") from None
+            raise OptionError(f"no TPU found ({str(e).splitlines()[0]})") from None
         return tf.distribute.TPUStrategy(resolver)
-    raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    raise OptionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
 def is_chief(strategy) -> bool:

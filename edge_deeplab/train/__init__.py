@@ -1,0 +1,1 @@
+"""Train stage (TensorFlow): the input pipeline, the training loop, quantization-aware training, distribution."""
