@@ -4,12 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from edge_deeplab.choices import (  # noqa: F401
-    ASPP_KINDS,
-    BACKBONES,
-    DEPTH_MULTIPLIERS,
-    OUTPUT_STRIDES,
-)
+from edge_deeplab.choices import ASPP_KINDS, BACKBONES, OUTPUT_STRIDES, check_choice
 from edge_deeplab.errors import OptionError
 
 # ASPP rates of DeepLabv3 at output stride 16; they scale inversely with the output stride.
@@ -52,8 +47,7 @@ class DeepLabConfig:
             raise OptionError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
         if self.backbone == "mobilenetv2" and self.depth_multiplier <= 0:
             raise OptionError(f"depth multiplier must be positive, got {self.depth_multiplier}")
-        if self.output_stride not in OUTPUT_STRIDES:
-            raise OptionError(f"output stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+        check_choice("output stride", self.output_stride, OUTPUT_STRIDES)
         if self.aspp not in ASPP_KINDS:
             raise OptionError(f"unknown ASPP kind {self.aspp!r}; expected one of {', '.join(ASPP_KINDS)}")
         if self.width_rounding not in ("deeplab", "keras"):

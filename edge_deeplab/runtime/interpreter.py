@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_deeplab.choices import RESIZE_MODES
+from edge_deeplab.choices import RESIZE_MODES, check_choice
 from edge_deeplab.errors import DataError, ModelFileError, OptionError
 from edge_deeplab.tflite.graph import read_model_file
 from edge_deeplab.tflite.metadata import parse_labels, read_metadata
@@ -177,8 +177,7 @@ class SegmentationModel:
 
     def __init__(self, path, num_threads=None, delegate="xnnpack", delegate_options=None, resize="letterbox",
                  labels=None):
-        if resize not in RESIZE_MODES:
-            raise OptionError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+        check_choice("resize", resize, RESIZE_MODES)
         self.path = Path(path)
         self.num_threads = int(num_threads or default_num_threads())
         self.delegate = str(delegate)

@@ -20,7 +20,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from edge_deeplab.choices import STRATEGIES
+from edge_deeplab.choices import STRATEGIES, check_choice
 from edge_deeplab.errors import OptionError
 
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
@@ -81,7 +81,7 @@ def make_strategy(name: str = "default", tpu: str | None = None, cluster: dict |
         except (ValueError, tf.errors.OpError) as e:
             raise OptionError(f"no TPU found ({str(e).splitlines()[0]})") from None
         return tf.distribute.TPUStrategy(resolver)
-    raise OptionError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    check_choice("strategy", name, STRATEGIES)
 
 
 def is_chief(strategy) -> bool:

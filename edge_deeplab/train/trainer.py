@@ -28,7 +28,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tqdm import tqdm
 
-from edge_deeplab.choices import OPTIMIZERS
+from edge_deeplab.choices import OPTIMIZERS, check_choice
 from edge_deeplab.config import DeepLabConfig
 from edge_deeplab.data.datasets import IGNORE_LABEL, SegmentationDataset, class_weights
 from edge_deeplab import errors
@@ -89,8 +89,7 @@ class TrainConfig:
         object.__setattr__(self, "label_map", {int(k): int(v) for k, v in (self.label_map or {}).items()})
         if self.epochs < 1 or self.batch_size < 1:
             raise OptionError(f"epochs and batch size must be at least 1 (got {self.epochs}, {self.batch_size})")
-        if self.optimizer not in OPTIMIZERS:
-            raise OptionError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not 0 < self.min_scale <= self.max_scale:
             raise OptionError(f"scale range must satisfy 0 < min <= max, got {self.min_scale}..{self.max_scale}")
         if self.quantization_from is not None:
