@@ -603,13 +603,27 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
                                    "after every epoch.")
 @click.option("--val-class-map", multiple=True, metavar="MODEL:DATA", help="Model -> dataset classes for validation.")
 @click.option("--val-default-class", type=int, help="Dataset class of model classes not in --val-class-map.")
+@click.option("--distill", "teacher", type=click.Path(), metavar="TEACHER",
+              help="Knowledge distillation from TEACHER (.keras / .h5, or a .tflite with a logits head): its soft "
+                   "predictions on each training crop become a second target.")
+@click.option("--distill-weight", type=float, default=0.5, show_default=True,
+              help="Share of the distillation term in the loss (the rest: cross entropy on the labels).")
+@click.option("--distill-temperature", type=float, default=2.0, show_default=True,
+              help="Softmax temperature of teacher and student in the distillation term.")
+@click.option("--distill-class-map", multiple=True, metavar="TEACHER:STUDENT",
+              help="Teacher class -> student class (e.g. 15:1 for a VOC teacher of a person model); the other "
+                   "teacher classes go to --distill-default-class.")
+@click.option("--distill-default-class", type=int, default=0, show_default=True)
+@click.option("--unlabelled", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="A folder of images without labels, trained on with the teacher's targets only (repeatable).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes, aspp, decoder,
           weights, data_dir, data_format, split, subset, data_classes, skip_bad, run_dir, output, epochs,
           batch_size, crop_size, learning_rate, end_lr, optimizer, weight_decay, freeze_bn, recalibrate_bn,
           class_weights, train_output_stride,
           max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, quantization_from, strategy, workers,
-          task_index, tpu, val_split, val_subset, val_class_map, val_default_class, progress):
+          task_index, tpu, val_split, val_subset, val_class_map, val_default_class, teacher, distill_weight,
+          distill_temperature, distill_class_map, distill_default_class, unlabelled, progress):
     """Train or fine-tune a DeepLab model (float, or quantization-aware with --qat)."""
     from edge_deeplab.data.datasets import parse_class_map
     from edge_deeplab.train.distribute import cluster_config, make_strategy
@@ -636,7 +650,10 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
                          output_stride=int(train_output_stride) if train_output_stride else None,
                          max_resize=max_resize, min_scale=min_scale, max_scale=max_scale, flip=flip,
                          label_map=parse_class_map(label_map), qat=qat, quantization_from=quantization_from,
-                         seed=seed, cache=cache)
+                         seed=seed, cache=cache, distill=teacher, distill_weight=distill_weight,
+                         distill_temperature=distill_temperature,
+                         distill_class_map=parse_class_map(distill_class_map) or {},
+                         distill_default_class=distill_default_class, unlabelled=unlabelled)
     dist = make_strategy(strategy or "default", tpu, cluster)  # before any TensorFlow work, as tf.distribute requires
     model = initial_model(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes,
                           aspp, decoder, weights, qat)

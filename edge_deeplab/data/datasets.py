@@ -19,6 +19,7 @@ from edge_deeplab.data.images import list_images, read_image
 from edge_deeplab.errors import DataError, OptionError, UserError
 
 IGNORE_LABEL = 255
+UNLABELLED = 254  # every pixel of an image without a mask (distillation: the teacher's targets only)
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

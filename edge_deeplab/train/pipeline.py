@@ -8,11 +8,13 @@ resumed, and nothing but the seed needs checkpointing.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from edge_deeplab.data.datasets import IGNORE_LABEL, SegmentationDataset, class_map_lut
+from edge_deeplab.data.images import list_images, read_image
 from edge_deeplab.errors import DataError, OptionError, UserError
 
 MEAN_PIXEL = 127.5  # images are padded with the mean pixel (0 after normalization), labels with ignore
@@ -40,14 +42,17 @@ class SampleSource:
     value); labels are checked against ``num_classes``. ``cache`` keeps the decoded samples in memory
     (read once, up front: fine for a few thousand small images). A bad sample raises UserError, or with
     the dataset's ``skip_bad`` is left out (cached) or becomes an all-ignore sample (streamed), and is
-    counted in ``dataset.skipped``.
+    counted in ``dataset.skipped``. ``unlabelled`` images follow the dataset's samples, every pixel
+    labelled ``unlabelled_label`` (for distillation: no cross entropy, the teacher's targets only).
     """
 
-    def __init__(self, dataset: SegmentationDataset, num_classes: int, label_map=None, cache=False):
+    def __init__(self, dataset: SegmentationDataset, num_classes: int, label_map=None, cache=False,
+                 unlabelled=(), unlabelled_label=None):
         self.dataset = dataset
         self.num_classes = int(num_classes)
         self.lut = class_map_lut(label_map or {}, dataset.num_classes).astype(np.uint8)
-        self.pairs = list(dataset.pairs)
+        self.pairs = list(dataset.pairs) + [(Path(image), None) for image in unlabelled]
+        self.unlabelled_label = unlabelled_label
         self.cached = None
         if cache:
             self.cached = [s for s in (self._load_or_skip(i) for i in range(len(self.pairs))) if s is not None]
@@ -59,6 +64,9 @@ class SampleSource:
 
     def load(self, index: int):
         image_path, label_path = self.pairs[index]
+        if label_path is None:  # an unlabelled image
+            image = read_image(image_path, rgb=True)
+            return image, np.full(image.shape[:2], self.unlabelled_label, np.uint8)
         sample = self.dataset.load(image_path, label_path)
         label = self.lut[sample.label]
         bad = label[label != IGNORE_LABEL]
@@ -156,3 +164,14 @@ def per_replica_batch(global_batch: int, replicas: int) -> int:
         raise OptionError(f"the batch size {global_batch} (the global batch) must be a multiple of the "
                         f"{replicas} replicas it is split across")
     return global_batch // replicas
+
+
+def unlabelled_images(folders) -> list:
+    """The images of ``folders`` (one level each), in order; a folder without images is an error."""
+    images = []
+    for folder in folders:
+        found = list_images(folder)
+        if not found:
+            raise DataError(f"{folder}: no images for --unlabelled")
+        images += found
+    return images

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from edge_deeplab.choices import OPTIMIZERS, check_choice
 from edge_deeplab.config import DeepLabConfig
-from edge_deeplab.data.datasets import IGNORE_LABEL, SegmentationDataset, class_weights
+from edge_deeplab.data.datasets import IGNORE_LABEL, UNLABELLED, SegmentationDataset, class_weights
 from edge_deeplab import errors
 from edge_deeplab.errors import DataError, ModelFileError, OptionError, UserError
 from edge_deeplab.io_utils import crash_point, write_json_atomic
@@ -48,6 +48,7 @@ from edge_deeplab.train.pipeline import (
     SampleSource,
     per_replica_batch,
     training_dataset,
+    unlabelled_images,
 )
 
 CALIBRATION_BATCHES = 8  # batches that set the activation ranges a QAT run starts from
@@ -81,12 +82,24 @@ class TrainConfig:
     quantization_from: str | None = None  # QAT: start from (and keep) this official model's quantization
     seed: int = 0
     cache: bool = False
+    # knowledge distillation (distill.py): the teacher model, the weight of its term, the temperature,
+    # its classes -> the student's, and folders of images without labels (distillation only)
+    distill: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    distill_class_map: dict = dataclasses.field(default_factory=dict)
+    distill_default_class: int = 0
+    unlabelled: tuple = ()
 
     def __post_init__(self):
         if self.crop_size is not None:
             size = (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else self.crop_size
             object.__setattr__(self, "crop_size", tuple(int(s) for s in size))
         object.__setattr__(self, "label_map", {int(k): int(v) for k, v in (self.label_map or {}).items()})
+        object.__setattr__(self, "distill_class_map",
+                           {int(k): int(v) for k, v in (self.distill_class_map or {}).items()})
+        object.__setattr__(self, "unlabelled", tuple(str(f) for f in self.unlabelled))
+        self._check_distillation()
         if self.epochs < 1 or self.batch_size < 1:
             raise OptionError(f"epochs and batch size must be at least 1 (got {self.epochs}, {self.batch_size})")
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -98,8 +111,21 @@ class TrainConfig:
             if not Path(self.quantization_from).is_file():
                 raise ModelFileError(f"{self.quantization_from}: model file not found")
 
+    def _check_distillation(self):
+        if self.distill is None:
+            if self.unlabelled or self.distill_class_map:
+                raise OptionError("--unlabelled and --distill-class-map go with --distill TEACHER")
+            return
+        if not 0 < self.distill_weight <= 1 or self.distill_temperature <= 0:
+            raise OptionError(f"--distill-weight must be in (0, 1] and --distill-temperature above 0 (got "
+                              f"{self.distill_weight}, {self.distill_temperature})")
+        if self.qat:
+            raise OptionError("--distill trains float models; quantization-aware fine-tune the student afterwards")
+
     def to_dict(self):
         d = dataclasses.asdict(self)
+        d["distill_class_map"] = {str(k): v for k, v in self.distill_class_map.items()}
+        d["unlabelled"] = list(self.unlabelled)
         d["crop_size"] = list(self.crop_size) if self.crop_size else None
         d["label_map"] = {str(k): v for k, v in self.label_map.items()}
         return d
@@ -130,7 +156,7 @@ def segmentation_loss(labels, logits, class_weights=None):
     """Mean softmax cross entropy over the pixels that are not ignore; with ``class_weights`` (one per
     class) each pixel counts with its class's weight and the mean is over the weights (so a weighting
     changes the balance between classes, not the scale of the loss)."""
-    valid = tf.not_equal(labels, IGNORE_LABEL)
+    valid = tf.logical_and(tf.not_equal(labels, IGNORE_LABEL), tf.not_equal(labels, UNLABELLED))
     safe = tf.where(valid, labels, 0)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
     weight = tf.cast(valid, tf.float32)
@@ -222,10 +248,11 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
         raise OptionError(f"{output}: {'QAT models are saved as .h5' if config.qat else 'models are saved as .keras'}")
     model_cfg = _with_class_names(model_config(model), dataset, config)
     crop = config.crop_size or model_cfg.input_size
-    source = SampleSource(dataset, model_cfg.num_classes, config.label_map, cache=config.cache)
+    source = SampleSource(dataset, model_cfg.num_classes, config.label_map, cache=config.cache,
+                          unlabelled=unlabelled_images(config.unlabelled), unlabelled_label=UNLABELLED)
     weights = class_weights(config.class_weights, dataset, model_cfg.num_classes, config.label_map)
     run.check_settings({"train": config.to_dict(), "model": model_cfg.to_dict(), "dataset": dataset.name,
-                        "samples": len(dataset.pairs),
+                        "samples": len(dataset.pairs), "unlabelled_images": len(source.pairs) - len(dataset.pairs),
                         "class_weights": None if weights is None else [round(float(w), 6) for w in weights]})
     per_replica_batch(config.batch_size, strategy.num_replicas_in_sync)  # the global batch splits evenly
     steps_per_epoch = len(source) // config.batch_size
@@ -239,7 +266,7 @@ def train(model: keras.Model, dataset: SegmentationDataset, run_dir, config: Tra
         raise _data_error(e) from None
     broadcast_from_first_replica(strategy, t.net.weights)  # every worker starts from the chief's weights
     history = run.history()[:start_epoch]
-    train_step = _train_step(t, strategy, config, weights)
+    train_step = _train_step(t, strategy, config, weights, _teacher(config, crop, model_cfg.num_classes, strategy))
     writer = tf.summary.create_file_writer(str(run.dir / "logs")) if run.chief else tf.summary.create_noop_writer()
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -323,15 +350,38 @@ def _starting_weights(t: _Training, config: TrainConfig, source, aug, resumed: b
         freeze_weight_ranges(t.net)
 
 
-def _train_step(t: _Training, strategy, config: TrainConfig, class_weights_):
+def _teacher(config: TrainConfig, crop, num_classes, strategy):
+    """(teacher, class matrix) for distillation, or None."""
+    if config.distill is None:
+        return None
+    from edge_deeplab.train.distill import class_matrix, load_teacher
+
+    with strategy.scope():
+        teacher = load_teacher(config.distill, crop)
+    return teacher, class_matrix(teacher.num_classes, num_classes, config.distill_class_map,
+                                 config.distill_default_class)
+
+
+def _train_step(t: _Training, strategy, config: TrainConfig, class_weights_, teacher=None):
     """One synchronous step over the global batch: each replica's loss is scaled by the replica count,
-    so the summed gradients are those of the global batch's mean loss."""
+    so the summed gradients are those of the global batch's mean loss. With a ``teacher`` the loss mixes
+    in its distillation term (distill.py)."""
     decayed = _decayed_variables(t.net)
     replicas = strategy.num_replicas_in_sync
 
+    def objective(images, labels, logits):
+        loss = segmentation_loss(labels, logits, class_weights_)
+        if teacher is None:
+            return loss
+        from edge_deeplab.train.distill import distillation_loss
+
+        model, matrix = teacher
+        soft = distillation_loss(labels, logits, model.logits(images), matrix, config.distill_temperature)
+        return (1 - config.distill_weight) * loss + config.distill_weight * soft
+
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            loss = segmentation_loss(labels, t.net(images, training=True), class_weights_)
+            loss = objective(images, labels, t.net(images, training=True))
             l2 = tf.add_n([tf.nn.l2_loss(v) for v in decayed]) if decayed else 0.0
             total = (loss + config.weight_decay * l2) / replicas
         grads = tape.gradient(total, t.net.trainable_variables)
