@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,16 +63,6 @@ def make_data(root: Path, n: int, size: int):
         cv2.imwrite(str(root / "masks" / f"{i}.png"), label)
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def train_command(a, work: Path, run_dir: Path):
     return [sys.executable, "-m", "edge_deeplab", "train", "--init", str(work / "init.keras"), "--data",
             str(work / "data"), "--format", "folder", "--data-classes", "2", "--epochs", str(a.epochs),
@@ -93,7 +82,9 @@ def run_config(a, work: Path, name: str, round_: int) -> dict:
     if workers == 1:
         procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     else:
-        cluster = ",".join(f"127.0.0.1:{p}" for p in free_ports(workers))
+        from edge_deeplab.train.distribute import free_local_ports  # imports TensorFlow: only for clusters
+
+        cluster = ",".join(f"127.0.0.1:{p}" for p in free_local_ports(workers))
         procs = [subprocess.Popen([*command, "--worker", cluster, "--task-index", str(i)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for i in range(workers)]

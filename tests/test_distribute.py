@@ -2,7 +2,6 @@
 127.0.0.1 that train in sync, survive one being killed, and match a single process."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,8 @@ from edge_deeplab.io_utils import CRASH_ENV
 
 pytest.importorskip("tensorflow")
 
-from edge_deeplab.train.distribute import cluster_config, make_strategy, read_tf_config  # noqa: E402
+from edge_deeplab.train.distribute import (cluster_config, free_local_ports, make_strategy,  # noqa: E402
+                                           read_tf_config)
 from edge_deeplab.train.pipeline import replica_share  # noqa: E402
 
 
@@ -79,16 +79,6 @@ def test_worker_options_belong_to_multi_worker(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ two real worker processes
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def train_args(init, data, run_dir, epochs):
     # no augmentation, frozen batch norm (its batch statistics would be per worker), no dropout: the run
     # is a deterministic function of the global batches
@@ -100,7 +90,7 @@ def train_args(init, data, run_dir, epochs):
 def run_cluster(args, crash_worker1=None):
     """Both workers of a 2-worker cluster on free ports; returns [(exit status, stdout + stderr)] per worker.
     Always reaps both (a worker still running at the time limit is killed)."""
-    ports = free_ports(2)
+    ports = free_local_ports(2)
     cluster = ["--worker", ",".join(f"127.0.0.1:{p}" for p in ports)]
     procs = []
     try:

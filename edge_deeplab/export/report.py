@@ -64,7 +64,6 @@ def gpu_compatibility(content: bytes) -> dict:
             "note": "the GPU delegate runs int8 models in float: fp16 is the GPU format"}
 
 
-
 def agreement(content: bytes, keras_model, sample_inputs, num_threads=2) -> dict | None:
     """The .tflite against the Keras export graph on the same normalized inputs ([1, H, W, 3] float32).
 
@@ -95,5 +94,3 @@ def agreement(content: bytes, keras_model, sample_inputs, num_threads=2) -> dict
     if values:
         result.update(logits_max_abs_error=max_err, logits_mean_abs_error=abs_sum / values)
     return result
-
-

@@ -3,7 +3,7 @@
 The student learns from ``(1 - w) * cross entropy(labels) + w * T^2 * KL(teacher_T || student_T)``, with
 ``T`` the temperature that softens both softmaxes (Hinton et al.), per pixel, on the same augmented crop
 the student sees. Images without labels (``--unlabelled DIR``: video frames, any photos) carry only the
-distillation term: their pixels have the label UNLABELLED, which the cross entropy ignores. Crop padding
+distillation term: their pixels have the label data.datasets.UNLABELLED, which the cross entropy ignores. Crop padding
 (label 255) is left out of both terms.
 
 The teacher is a Keras model (.keras / QAT .h5, rebuilt at the crop size, run inside the training step)
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from edge_deeplab.data.datasets import IGNORE_LABEL, UNLABELLED  # noqa: F401  (UNLABELLED: see the docstring)
+from edge_deeplab.data.datasets import IGNORE_LABEL
 from edge_deeplab.errors import ModelFileError, OptionError
 
 
@@ -84,20 +84,22 @@ class TFLiteTeacher:
         self.mean, self.std = np.array(info.norm_mean, np.float32), np.array(info.norm_std, np.float32)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
-        from edge_deeplab.tflite.quantization import dequantize_detail, quantize_detail
+        from edge_deeplab.tflite.quantization import dequantize, quantize
 
-        interpreter = self.model._interpreter
-        inp, out = self.model._input[0], self.model._output[0]
+        info = self.model.info
         h, w = self.crop_size
-        th, tw = int(inp["shape"][1]), int(inp["shape"][2])
         result = np.empty((len(images), h, w, self.num_classes), np.float32)
         for i, image in enumerate(images):
             pixels = (image + 1.0) * 127.5  # the student's [-1, 1] input as RGB pixels
-            real = (cv2.resize(pixels, (tw, th), interpolation=cv2.INTER_LINEAR) - self.mean) / self.std
-            interpreter.set_tensor(inp["index"], quantize_detail(real[None].astype(np.float32), inp))
-            interpreter.invoke()
-            logits = dequantize_detail(interpreter.get_tensor(out["index"]), out)[0].astype(np.float32)
-            result[i] = cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+            pixels = cv2.resize(pixels, (info.input_width, info.input_height), interpolation=cv2.INTER_LINEAR)
+            real = ((pixels - self.mean) / self.std)[None].astype(np.float32)
+            if info.input_dtype != "float32":
+                real = quantize(real, info.input_scale, info.input_zero_point, info.input_dtype)
+            self.model.invoke(real)
+            logits = self.model.raw_output()[0]
+            if info.output_dtype != "float32":
+                logits = dequantize(logits, info.output_scale, info.output_zero_point)
+            result[i] = cv2.resize(logits.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         return result
 
     def logits(self, images):

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +40,17 @@ def cluster_config(workers: str, task_index: int) -> dict:
     if task_index is None or not 0 <= task_index < len(addresses):
         raise OptionError(f"--task-index must be 0..{len(addresses) - 1} (this worker's place in --worker)")
     return {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": task_index}}
+
+
+def free_local_ports(count: int) -> list:
+    """Ports free on 127.0.0.1 now, for a cluster of ``count`` workers on this machine (tests, benchmarks)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def read_tf_config() -> dict | None:
