@@ -39,10 +39,11 @@ def official_keras():
     return imported
 
 
-# The longest test files (measured: 50-280 s each on 2 cores), run first: `make test` gives each worker
-# whole files, and a long file started last would leave the other worker idle while it runs.
-LONG_FILES = ("test_convert.py", "test_model.py", "test_interruptions.py", "test_distribute.py", "test_qat.py",
-              "test_train.py", "test_fuzz_models.py", "test_sweep.py", "test_camvid_pipeline.py", "test_distill.py")
+# The longest test files (measured: 60-230 s each on 2 cores, `pytest --durations`), run first: `make test`
+# gives each worker whole files, and a long file started last would leave the other worker idle while it runs.
+LONG_FILES = ("test_distribute.py", "test_train.py", "test_qat.py", "test_convert.py", "test_interruptions.py",
+              "test_model.py", "test_distill.py", "test_fuzz_models.py", "test_camvid_pipeline.py", "test_evaluate.py",
+              "test_sweep.py")
 
 
 def pytest_collection_modifyitems(config, items):

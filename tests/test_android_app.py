@@ -171,6 +171,8 @@ def tiny_models(tmp_path_factory):
     tf = pytest.importorskip("tensorflow")
     import tf_keras as keras
 
+    from edge_deeplab.export.convert import tflite_converter
+
     out = tmp_path_factory.mktemp("tiny")
     rng = np.random.default_rng(0)
 
@@ -182,7 +184,7 @@ def tiny_models(tmp_path_factory):
         return keras.layers.Conv2D(classes, 1)(x)
 
     def convert(model, name, int8=False):
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = tflite_converter(model)
         if int8:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: (

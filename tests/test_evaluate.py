@@ -98,6 +98,7 @@ def test_tflite_output_stride_and_missing_model_are_errors(tmp_path, tanh_model)
 def test_keras_and_tflite_models_score_alike_through_the_same_loop(tmp_path):
     tf = pytest.importorskip("tensorflow")
     from edge_deeplab.config import DeepLabConfig
+    from edge_deeplab.export.convert import tflite_converter
     from edge_deeplab.model.deeplab import build_deeplab, save_model
 
     rng = np.random.default_rng(0)
@@ -110,7 +111,7 @@ def test_keras_and_tflite_models_score_alike_through_the_same_loop(tmp_path):
     tf.keras.utils.set_random_seed(2)  # a random network that predicts all three classes, not one
     model = build_deeplab(DeepLabConfig(depth_multiplier=0.35, input_size=(33, 33), num_classes=3))
     save_model(model, tmp_path / "m.keras")
-    (tmp_path / "m.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    (tmp_path / "m.tflite").write_bytes(tflite_converter(model).convert())
     keras_result = evaluate(open_predictor(tmp_path / "m.keras"), dataset, progress=False)
     assert (keras_result.matrix.matrix.sum(0) > 0).sum() >= 2  # otherwise the comparisons below prove nothing
     tflite_result = evaluate(open_predictor(tmp_path / "m.tflite", num_threads=1), dataset, progress=False)

@@ -119,8 +119,10 @@ def test_quantize_model_accepts_the_models():
 def test_tflite_export_has_no_space_to_batch():
     from ai_edge_litert.interpreter import Interpreter
 
+    from edge_deeplab.export.convert import tflite_converter
+
     model = build_deeplab(depth_multiplier=0.35, output_stride=8, input_size=SMALL, num_classes=3, decoder=True)
-    tflite = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    tflite = tflite_converter(model).convert()  # the converter `convert` uses
     interpreter = Interpreter(model_content=tflite, num_threads=1)
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops
