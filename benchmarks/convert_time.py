@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from edge_deeplab.export.convert import tflite_converter  # noqa: E402
 from edge_deeplab.model.deeplab import build_deeplab  # noqa: E402
+from edge_deeplab.runtime.interpreter import make_interpreter  # noqa: E402
 from edge_deeplab.tflite.graph import TFLiteGraph  # noqa: E402
 
 MODELS = {"tiny 0.35 33x33": dict(depth_multiplier=0.35, input_size=33, num_classes=2),
@@ -53,8 +53,7 @@ def converted(make_converter, model, quantize: str) -> bytes:
 
 
 def invoke(content: bytes, x: np.ndarray) -> np.ndarray:
-    interpreter = Interpreter(model_content=content, num_threads=2)
-    interpreter.allocate_tensors()
+    interpreter = make_interpreter(content, num_threads=2)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
