@@ -47,6 +47,8 @@ from pathlib import Path
 
 from recipe_steps import REPO, Recipe, shared_paths
 
+from edge_deeplab.io_utils import write_json_atomic, write_text_atomic
+
 OFFICIAL_DIR = "models/official"
 PENNFUDAN = "data/pennfudan/PennFudanPed"
 VIDEO = "video/one-by-one-person-detection.mp4"
@@ -111,16 +113,17 @@ def main():
     fps = measure_video(recipe, models, video, w, a)
     for name, m in models.items():
         m["median_ms"], m["video_fps"] = latency[Path(m["path"]).name]["median_ms"], fps[name]
-    write_json(w / "models.json", {"accurate": models["accurate"]["path"], "realtime": models["realtime"]["path"],
+    write_json_atomic(w / "models.json", {"accurate": models["accurate"]["path"], "realtime": models["realtime"]["path"],
                                    "models": models})
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_avg_before": [round(x, 2) for x in load_before]},
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
               "models": models, "targets": targets(models), "steps": current_steps(recipe.steps, models)}
-    write_json(a.report.with_suffix(".json"), report)
-    plot(models, latency, a.report.with_suffix(".png"))
-    a.report.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_json_atomic(a.report.with_suffix(".json"), report)
+    plot(models, a.threads, a.report.with_suffix(".png"))
+    text = markdown(report)
+    write_text_atomic(a.report.with_suffix(".md"), text)
+    print(text)
 
 
 def train_person_model(recipe, role, s: Role, official, data, w, held_out, a) -> dict:
@@ -181,8 +184,9 @@ def measure_video(recipe, models, video, w, a) -> dict:
     key = {"models": {n: m["path"] for n, m in models.items()}, "frames": a.video_frames, "rounds": a.rounds,
            "threads": a.threads}
     cache = w / "scores" / "video.json"
-    if cache.exists() and json.loads(cache.read_text())["key"] == key:
-        return json.loads(cache.read_text())["fps"]
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("key") == key:
+        return cached["fps"]
     runs = {name: [] for name in models}
     out = w / "video"
     out.mkdir(exist_ok=True)
@@ -194,7 +198,7 @@ def measure_video(recipe, models, video, w, a) -> dict:
                                  capture_json=True)
             runs[name].append(summary["fps"])
     fps = {name: statistics.median(v) for name, v in runs.items()}
-    write_json(cache, {"key": key, "fps": fps, "runs": runs})
+    write_json_atomic(cache, {"key": key, "fps": fps, "runs": runs})
     return fps
 
 
@@ -212,32 +216,28 @@ def targets(models) -> dict:
     }
 
 
-def plot(models, latency, path):
-    """Person IoU against latency with the Pareto front (bench's plot, person IoU in the place of mIOU)."""
+def person_results(models, threads=2) -> list:
+    """The models as bench records with person IoU in the place of mIOU, for bench's Pareto front and plot."""
     from edge_deeplab.bench.record import BenchResult
+
+    return [BenchResult(model=n, path=m["path"], device="host", delegate="xnnpack", threads=threads, runs=1,
+                        warmup=0, median_ms=m["median_ms"], miou=m["person_iou"], baseline=m["official"])
+            for n, m in models.items()]
+
+
+def plot(models, threads, path):
+    """Person IoU against latency with the Pareto front (bench's plot)."""
     from edge_deeplab.bench.report import plot_pareto
 
-    results = []
-    for name, m in models.items():
-        r = BenchResult.from_dict(latency[Path(m["path"]).name])
-        results.append(dataclasses.replace(r, model=name, miou=m["person_iou"], baseline=m["official"]))
-    plot_pareto(results, path, title="Person segmentation: held-out Penn-Fudan person IoU vs latency",
+    plot_pareto(person_results(models, threads), path,
+                title="Person segmentation: held-out Penn-Fudan person IoU vs latency",
                 ylabel="person IoU (held-out Penn-Fudan, 59 images)")
 
 
 def pareto_names(models) -> set:
-    from edge_deeplab.bench.record import BenchResult
     from edge_deeplab.bench.report import pareto_front
 
-    results = [BenchResult(model=n, path=m["path"], device="host", delegate="xnnpack", threads=1, runs=1, warmup=0,
-                           median_ms=m["median_ms"], miou=m["person_iou"]) for n, m in models.items()]
-    return {r.model for r in pareto_front(results)}
-
-
-def write_json(path: Path, data):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    return {r.model for r in pareto_front(person_results(models))}
 
 
 def markdown(r) -> str:
