@@ -32,6 +32,7 @@ def shared_paths(*relative) -> list[Path]:
 class Recipe:
     def __init__(self, scores_dir: Path | None = None):
         self.steps = []
+        self.asked = set()  # the commands of this invocation, run or skipped: current_steps() keeps their records
         self.scores = scores_dir
         if scores_dir:
             scores_dir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +44,7 @@ class Recipe:
         folder) holds this command's result; returns the JSON the command printed when ``capture_json`` or
         ``score``."""
         shown = shlex.join(["edge-deeplab", *map(str, args)])
+        self.asked.add(shown)
         cache = self.scores / f"{score}.json" if score and self.scores else None
         if cache and cache.exists() and json.loads(cache.read_text())["command"] == shown:
             return json.loads(cache.read_text())["result"]
@@ -64,6 +66,11 @@ class Recipe:
             tmp.write_text(json.dumps({"command": shown, "result": result}))
             os.replace(tmp, cache)
         return result
+
+    def current_steps(self) -> list:
+        """The records of this invocation's commands (a scores folder also keeps those of steps made for other
+        settings, e.g. a model trained at another size)."""
+        return [st for st in self.steps if st["command"] in self.asked]
 
     def record(self, name, command, seconds):
         self.steps = [s for s in self.steps if s["command"] != command]  # a step run again: its latest run

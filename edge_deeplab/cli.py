@@ -614,6 +614,9 @@ def open_dataset_from_options(data_dir, data_format, split, subset, data_classes
               help="Teacher class -> student class (e.g. 15:1 for a VOC teacher of a person model); the other "
                    "teacher classes go to --distill-default-class.")
 @click.option("--distill-default-class", type=int, default=0, show_default=True)
+@click.option("--distill-output-stride", type=click.Choice(["8", "16", "32"]),
+              help="Run a Keras TEACHER at this output stride (the same weights rebuilt), e.g. 8: a model at OS 8 "
+                   "teaching itself at OS 16 [the teacher's own].")
 @click.option("--unlabelled", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
               help="A folder of images without labels, trained on with the teacher's targets only (repeatable).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -623,7 +626,8 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
           class_weights, train_output_stride,
           max_resize, min_scale, max_scale, flip, label_map, cache, seed, qat, quantization_from, strategy, workers,
           task_index, tpu, val_split, val_subset, val_class_map, val_default_class, teacher, distill_weight,
-          distill_temperature, distill_class_map, distill_default_class, unlabelled, progress):
+          distill_temperature, distill_class_map, distill_default_class, distill_output_stride, unlabelled,
+          progress):
     """Train or fine-tune a DeepLab model (float, or quantization-aware with --qat)."""
     from edge_deeplab.data.datasets import parse_class_map
     from edge_deeplab.train.distribute import cluster_config, make_strategy
@@ -653,7 +657,8 @@ def train(init_model, preset, backbone, depth_multiplier, output_stride, input_s
                          seed=seed, cache=cache, distill=teacher, distill_weight=distill_weight,
                          distill_temperature=distill_temperature,
                          distill_class_map=parse_class_map(distill_class_map) or {},
-                         distill_default_class=distill_default_class, unlabelled=unlabelled)
+                         distill_default_class=distill_default_class, unlabelled=unlabelled,
+                         distill_output_stride=int(distill_output_stride) if distill_output_stride else None)
     dist = make_strategy(strategy or "default", tpu, cluster)  # before any TensorFlow work, as tf.distribute requires
     model = initial_model(init_model, preset, backbone, depth_multiplier, output_stride, input_size, num_classes,
                           aspp, decoder, weights, qat)

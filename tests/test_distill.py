@@ -53,8 +53,28 @@ def test_classes_must_match_or_be_mapped():
         class_matrix(21, 2, {15: 2})
     with pytest.raises(OptionError, match="go with --distill"):
         TrainConfig(unlabelled=("frames",))
-    with pytest.raises(OptionError, match="--distill trains float models"):
-        TrainConfig(distill="t.keras", qat=True)
+    with pytest.raises(OptionError, match="--distill-output-stride go with --distill"):
+        TrainConfig(distill_output_stride=8)
+
+
+def test_a_keras_teacher_runs_at_its_distill_output_stride(tmp_path):
+    from edge_deeplab.model.deeplab import model_config
+    from edge_deeplab.train.distill import load_teacher
+
+    config = DeepLabConfig(input_size=(SIZE, SIZE), depth_multiplier=0.35, output_stride=16, num_classes=3)
+    model = build_deeplab(config)
+    rng = np.random.default_rng(0)  # weights that make the logits depend on the image (not the built zero head)
+    model.set_weights([rng.uniform(0.02, 0.2, w.shape).astype(np.float32) for w in model.get_weights()])
+    save_model(model, tmp_path / "student.keras")
+    teacher = load_teacher(tmp_path / "student.keras", (49, 49), output_stride=8)
+    assert model_config(teacher.model).output_stride == 8 and model_config(teacher.model).input_size == (49, 49)
+    for a, b in zip(teacher.model.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the same weights, other dilations
+    images = tf.random.uniform((1, 49, 49, 3), -1, 1, seed=0)
+    at16 = load_teacher(tmp_path / "student.keras", (49, 49)).logits(images).numpy()
+    assert not np.allclose(teacher.logits(images).numpy(), at16)  # OS 8 sees the image at twice the resolution
+    with pytest.raises(OptionError, match="rebuilds a Keras teacher"):
+        load_teacher(_tflite(tmp_path), (SIZE, SIZE), output_stride=8)
 
 
 def test_a_teacher_must_give_scores(tmp_path):
@@ -146,3 +166,21 @@ def test_the_cli_distills_from_a_keras_teacher_and_resumes(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # other distillation settings in the same run folder: another run
         main(args[:-1] + ["--distill-weight", "0.9", "--no-progress"])
     assert e.value.code == 2 and "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains
+def test_quantization_aware_training_distils_from_the_float_model(tmp_path):
+    """QAT with a teacher: the float model the QAT student starts from keeps teaching it (its OS 8 self)."""
+    data = _colour_images(tmp_path / "data", 4, seed=0, labelled=True)
+    keras.utils.set_random_seed(3)
+    save_model(build_deeplab(DeepLabConfig(depth_multiplier=0.35, input_size=(SIZE, SIZE), num_classes=3)),
+               tmp_path / "float.keras")
+    main(["train", "--qat", "--init", str(tmp_path / "float.keras"), "--data", str(data), "--format", "folder",
+          "--data-classes", "3", "--run-dir", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2",
+          "--distill", str(tmp_path / "float.keras"), "--distill-output-stride", "8",
+          "--unlabelled", str(data / "images"), "--no-progress"])
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["steps"] == 4 and np.isfinite(history[0]["loss"])  # 4 labelled + 4 unlabelled, batch 2
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["train"]["distill_output_stride"] == 8 and run["train"]["qat"]
+    assert (tmp_path / "run" / "model_qat.h5").is_file()

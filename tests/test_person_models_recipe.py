@@ -59,3 +59,14 @@ def test_report_lists_every_model_and_the_pareto_front(recipe):
     # the real-time model is the fastest, the accurate one the most accurate; the official ones are beaten
     assert recipe.pareto_names(models) == {"realtime", "accurate"}
     assert "target: >= +3 at <= 0.5x): met" in text
+    assert "| accurate | 433 | 73.00 | 78.00 | - | 78.00 |" in text  # no distillation stage: a dash
+
+
+def test_cached_measurements_are_keyed_by_the_model_files_content(recipe, tmp_path):
+    model = tmp_path / "accurate.tflite"
+    model.write_bytes(b"first export")
+    models = {"accurate": {"path": str(model)}}
+    before = recipe.model_files(models)
+    model.write_bytes(b"retrained, same path")  # a rerun step rewrites the file in place
+    assert recipe.model_files(models) != before
+    assert recipe.model_files(models)["accurate"][0] == str(model)

@@ -6,8 +6,10 @@ the student sees. Images without labels (``--unlabelled DIR``: video frames, any
 distillation term: their pixels have the label data.datasets.UNLABELLED, which the cross entropy ignores. Crop padding
 (label 255) is left out of both terms.
 
-The teacher is a Keras model (.keras / QAT .h5, rebuilt at the crop size, run inside the training step)
-or a .tflite with a logits output (run by LiteRT on each crop, resized to the teacher's input and back).
+The teacher is a Keras model (.keras / QAT .h5, rebuilt at the crop size and optionally at another output
+stride, run inside the training step) or a .tflite with a logits output (run by LiteRT on each crop, resized
+to the teacher's input and back). The student is float or quantization-aware (``--qat``: the float model
+keeps teaching its quantized self).
 A teacher with other classes than the student's maps them with ``class_map`` ({teacher: student}); the
 probabilities of unmapped teacher classes go to ``default_class``.
 """
@@ -53,15 +55,19 @@ def distillation_loss(labels, student_logits, teacher_logits, matrix, temperatur
 
 
 class KerasTeacher:
-    """A Keras DeepLab model (float or QAT), rebuilt at the training crop size, never trained."""
+    """A Keras DeepLab model (float or QAT), rebuilt at the training crop size (and ``output_stride``:
+    the same weights at OS 8 are a better teacher than at OS 16), never trained."""
 
-    def __init__(self, path, crop_size):
+    def __init__(self, path, crop_size, output_stride=None):
         from edge_deeplab.model.deeplab import is_qat_model, rebuild
         from edge_deeplab.train.qat import load_any_model, rebuild_qat
 
         model = load_any_model(path)
         resize = rebuild_qat if is_qat_model(model) else rebuild
-        self.model = resize(model, input_size=tuple(crop_size))
+        changes = {"input_size": tuple(crop_size)}
+        if output_stride:
+            changes["output_stride"] = int(output_stride)
+        self.model = resize(model, **changes)
         self.model.trainable = False
         self.num_classes = int(self.model.output_shape[-1])
 
@@ -107,12 +113,15 @@ class TFLiteTeacher:
         return tf.ensure_shape(out, [None, *self.crop_size, self.num_classes])
 
 
-def load_teacher(path, crop_size):
+def load_teacher(path, crop_size, output_stride=None):
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: teacher model not found")
     if path.suffix == ".tflite":
+        if output_stride:
+            raise OptionError(f"{path}: --distill-output-stride rebuilds a Keras teacher; a .tflite runs as "
+                              "converted (convert it with --output-stride instead)")
         return TFLiteTeacher(path, crop_size)
     if path.suffix in (".keras", ".h5"):
-        return KerasTeacher(path, crop_size)
+        return KerasTeacher(path, crop_size, output_stride)
     raise ModelFileError(f"{path}: a teacher is a .keras, .h5 or .tflite model")

@@ -83,8 +83,10 @@ class TrainConfig:
     seed: int = 0
     cache: bool = False
     # knowledge distillation (distill.py): the teacher model, the weight of its term, the temperature,
-    # its classes -> the student's, and folders of images without labels (distillation only)
+    # its classes -> the student's, the output stride a Keras teacher runs at (e.g. 8: the student's own
+    # weights at OS 8 teach it at OS 16), and folders of images without labels (distillation only)
     distill: str | None = None
+    distill_output_stride: int | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     distill_class_map: dict = dataclasses.field(default_factory=dict)
@@ -113,14 +115,13 @@ class TrainConfig:
 
     def _check_distillation(self):
         if self.distill is None:
-            if self.unlabelled or self.distill_class_map:
-                raise OptionError("--unlabelled and --distill-class-map go with --distill TEACHER")
+            if self.unlabelled or self.distill_class_map or self.distill_output_stride:
+                raise OptionError("--unlabelled, --distill-class-map and --distill-output-stride go with "
+                                  "--distill TEACHER")
             return
         if not 0 < self.distill_weight <= 1 or self.distill_temperature <= 0:
             raise OptionError(f"--distill-weight must be in (0, 1] and --distill-temperature above 0 (got "
                               f"{self.distill_weight}, {self.distill_temperature})")
-        if self.qat:
-            raise OptionError("--distill trains float models; quantization-aware fine-tune the student afterwards")
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -128,6 +129,8 @@ class TrainConfig:
         d["unlabelled"] = list(self.unlabelled)
         d["crop_size"] = list(self.crop_size) if self.crop_size else None
         d["label_map"] = {str(k): v for k, v in self.label_map.items()}
+        if self.distill_output_stride is None:  # unset: as recorded by runs made before the option (they resume)
+            del d["distill_output_stride"]
         return d
 
 
@@ -357,7 +360,7 @@ def _teacher(config: TrainConfig, crop, num_classes, strategy):
     from edge_deeplab.train.distill import class_matrix, load_teacher
 
     with strategy.scope():
-        teacher = load_teacher(config.distill, crop)
+        teacher = load_teacher(config.distill, crop, config.distill_output_stride)
     return teacher, class_matrix(teacher.num_classes, num_classes, config.distill_class_map,
                                  config.distill_default_class)
 
