@@ -53,6 +53,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import statistics
 from pathlib import Path
 
@@ -132,8 +133,9 @@ def main():
         models[Path(name).stem] = {"path": str(path), "official": True, "person_iou": score["iou"]["person"]}
     for m in models.values():
         m["size_mb"] = round(Path(m["path"]).stat().st_size / 2**20, 2)
-    latency = measure_latency(recipe, models, w, a)
-    fps = measure_video(recipe, models, video, w, a)
+    files = model_files(models)  # what the cached measurements below were made of
+    latency = measure_latency(recipe, models, files, w, a)
+    fps = measure_video(recipe, models, files, video, w, a)
     for name, m in models.items():
         m["median_ms"], m["video_fps"] = latency[Path(m["path"]).name]["median_ms"], fps[name]
     write_json_atomic(w / "models.json", {"accurate": models["accurate"]["path"], "realtime": models["realtime"]["path"],
@@ -198,30 +200,39 @@ def train_person_model(recipe, role, s: Role, official, data, unlabelled, w, hel
 def unlabelled_folders(video, camvid, root: Path) -> list:
     """Unlabelled street images for distillation, made once under ``root``: every VIDEO_FRAME_STEP-th frame of
     the shared video (JPEG) and links to every CAMVID_STEP-th CamVid training image (never copied)."""
+    return [made_once(root / "video_frames", lambda folder: write_video_frames(video, folder)),
+            made_once(root / "camvid_train", lambda folder: link_camvid_images(camvid, folder))]
+
+
+def made_once(folder: Path, fill) -> Path:
+    """``folder``, filled by ``fill`` in a temporary folder renamed onto it: a killed run leaves no half folder."""
+    if not folder.is_dir():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        os.replace(tmp, folder)
+    return folder
+
+
+def write_video_frames(video, folder: Path):
     import cv2
 
-    frames, streets = root / "video_frames", root / "camvid_train"
-    if not frames.is_dir():
-        tmp = root / "video_frames.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        capture, index = cv2.VideoCapture(str(video)), 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if index % VIDEO_FRAME_STEP == 0:
-                cv2.imwrite(str(tmp / f"frame_{index:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            index += 1
-        capture.release()
-        os.replace(tmp, frames)
-    if not streets.is_dir():
-        tmp = root / "camvid_train.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        for image in sorted(camvid.glob("*.png"))[::CAMVID_STEP]:
-            if not (tmp / image.name).exists():
-                (tmp / image.name).symlink_to(image)
-        os.replace(tmp, streets)
-    return [frames, streets]
+    from edge_deeplab.runtime.video import open_capture
+
+    capture, index = open_capture(str(video)), 0
+    ok, frame = capture.read()
+    while ok:
+        if index % VIDEO_FRAME_STEP == 0:
+            cv2.imwrite(str(folder / f"frame_{index:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        ok, frame = capture.read()
+        index += 1
+    capture.release()
+
+
+def link_camvid_images(camvid: Path, folder: Path):
+    for image in sorted(camvid.glob("*.png"))[::CAMVID_STEP]:
+        (folder / image.name).symlink_to(image)
 
 
 def model_files(models) -> dict:
@@ -229,23 +240,23 @@ def model_files(models) -> dict:
     return {n: [m["path"], sha256_of(m["path"])] for n, m in models.items()}
 
 
-def measure_latency(recipe, models, w, a) -> dict:
+def measure_latency(recipe, models, files, w, a) -> dict:
     """{file name: bench result} of every model, timed in one interleaved run (again if the models changed)."""
     latency_file, key_file = w / "scores" / "latency.json", w / "scores" / "latency_models.json"
     same_models = (latency_file.exists() and key_file.exists()
-                   and json.loads(key_file.read_text()) == model_files(models))
+                   and json.loads(key_file.read_text()) == files)
     ours = [m["path"] for m in models.values() if not m["official"]]
     baselines = [x for m in models.values() if m["official"] for x in ("--baseline", m["path"])]
     recipe.run("latency of every .tflite, interleaved", ["bench", *ours, *baselines, "--threads", a.threads,
                                                           "--runs", a.runs, "--no-memory", "--json-file", latency_file],
                done=latency_file if same_models else None)
-    write_json_atomic(key_file, model_files(models))
+    write_json_atomic(key_file, files)
     return {Path(r["path"]).name: r for r in json.loads(latency_file.read_text())["results"]}
 
 
-def measure_video(recipe, models, video, w, a) -> dict:
+def measure_video(recipe, models, files, video, w, a) -> dict:
     """{name: median FPS} of the headless video loop, each model in turn, ``a.rounds`` times."""
-    key = {"models": model_files(models), "frames": a.video_frames, "rounds": a.rounds, "threads": a.threads}
+    key = {"models": files, "frames": a.video_frames, "rounds": a.rounds, "threads": a.threads}
     cache = w / "scores" / "video.json"
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     fresh = cached.get("key") != key
